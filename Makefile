@@ -1,0 +1,35 @@
+# make run   - set up .venv and serve the relay on 127.0.0.1:8000 (SQLite, in-memory layer, DEBUG on)
+# make test  - set up .venv and run the whole test suite (needs the Redis at REDIS_URL)
+# make bench - the load benchmark: relay vs a raw ASGI floor under daphne, with Redis
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+REDIS_URL ?= redis://127.0.0.1:6379/0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: venv
+	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
+	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket_timeout -1 relayproject.asgi:application
+
+test: venv
+	@$(PY) -c "import redis, sys; redis.Redis.from_url('$(REDIS_URL)', socket_connect_timeout=2).ping()" 2>/dev/null \
+	  || { echo "make test: no Redis answers at REDIS_URL=$(REDIS_URL). Start one (redis-server) or set REDIS_URL." >&2; exit 1; }
+	REDIS_URL=$(REDIS_URL) $(PY) -m pytest
+
+bench: venv
+	REDIS_URL=$(REDIS_URL) $(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

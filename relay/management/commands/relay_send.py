@@ -1,0 +1,37 @@
+"""``python manage.py relay_send <target>... --payload JSON``: push to clients."""
+
+import sys
+
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.core.management.base import BaseCommand, CommandError
+
+from relay import api, protocol
+
+
+class Command(BaseCommand):
+    help = "Push a JSON payload to every connection of each target client id."
+
+    def add_arguments(self, parser):
+        parser.add_argument("targets", nargs="+", help="client ids to deliver to")
+        parser.add_argument("--payload", help="the JSON payload (read from standard input when absent)")
+
+    def handle(self, *args, **options):
+        raw = options["payload"]
+        if raw is None:
+            raw = sys.stdin.read()
+        try:
+            payload = protocol.loads(raw)
+        except ValueError as exc:
+            raise CommandError(f"The payload is not valid JSON: {exc}") from None
+        try:
+            targets = api.validate_push(options["targets"], payload)
+        except protocol.ProtocolError as exc:
+            raise CommandError(exc.detail) from None
+        if isinstance(get_channel_layer(), InMemoryChannelLayer):
+            raise CommandError(
+                "The channel layer is in-memory (REDIS_URL is not set), so it lives inside the "
+                "server process and this command cannot reach its clients. Set REDIS_URL for "
+                "both the server and this command, or push with relay.send() from inside the server."
+            )
+        api.send(targets, payload)
+        self.stdout.write(f"Sent to {len(targets)} target(s): {', '.join(targets)}")

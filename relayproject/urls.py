@@ -1,0 +1,8 @@
+"""URLs of the deployable site: the admin and the relay's HTTP endpoints."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,16 @@
+"""Settings for in-process tests: the site's settings with a test secret and the in-memory layer.
+
+Tests against Redis start real daphne processes with the site's own settings instead.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-that-is-long-enough-for-hs256")
+os.environ.setdefault("DEBUG", "1")
+
+from relayproject.settings import *  # noqa: E402,F403
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# pytest-django runs tests with DEBUG off; the open ?id= mode is what most tests use.
+RELAY_ALLOW_QUERY_ID = True
