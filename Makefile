@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 REDIS_URL ?= redis://127.0.0.1:6379/0
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# No idle cut-off (daphne's default closes every socket after a day), and frames over
+# 128 KiB (twice RELAY_MAX_MESSAGE_BYTES) refused by daphne before they are buffered.
+DAPHNE_FLAGS ?= --websocket_timeout -1 --websocket-max-message-size 131072 --websocket-max-frame-size 131072
 
 .PHONY: run test bench venv clean
 
@@ -21,7 +24,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 run: venv
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput
-	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne -b $(HOST) -p $(PORT) --websocket_timeout -1 relayproject.asgi:application
+	DEBUG=$${DEBUG:-1} $(VENV)/bin/daphne $(DAPHNE_FLAGS) -b $(HOST) -p $(PORT) relayproject.asgi:application
 
 test: venv
 	@$(PY) -c "import redis, sys; redis.Redis.from_url('$(REDIS_URL)', socket_connect_timeout=2).ping()" 2>/dev/null \

@@ -1,60 +1,88 @@
-"""Who is connecting: the client id of a WebSocket handshake, or a refusal.
+"""Who is connecting: the client id of a WebSocket handshake (SPEC §2), or a refusal.
 
-``ClientIdentityMiddleware`` resolves the identity before any consumer runs and puts
-it in ``scope["relay_client_id"]``; a handshake without one is refused with HTTP 403.
+First match wins: a signed token (``?token=`` or ``Authorization: Bearer``), then the
+Django session of a logged-in user (``str(user.pk)``), then ``?id=`` where the open
+mode is on. A token that is present but invalid is a refusal, not a fall-through.
 """
 
-import logging
-from urllib.parse import parse_qs
+from channels.auth import get_user
+from django.conf import settings
 
 from .conf import conf
+from .handshake import header, query_params, refuse_handshake
 from .protocol import normalize_client_id
-
-logger = logging.getLogger(__name__)
-
-
-def query_params(scope: dict) -> dict[str, list[str]]:
-    """The handshake's query string, decoded leniently (a stranger wrote it)."""
-    return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+from .tokens import InvalidToken, client_id_from_token
 
 
-def client_id_from_query(scope: dict) -> tuple[str | None, str]:
-    """The client id named by ``?id=`` where the open mode is on, with the reason if none."""
-    values = query_params(scope).get("id")
+class Refused(Exception):
+    """No identity for this handshake; the message says why (for the log)."""
+
+
+def bearer_token(scope: dict) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if any."""
+    value = header(scope, b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Refused("Authorization header is not 'Bearer <token>'")
+    return token.strip()
+
+
+def single_param(params: dict[str, list[str]], name: str) -> str | None:
+    """The one value of a query parameter; more than one is ambiguous, so refused."""
+    values = params.get(name)
     if not values:
-        return None, "no identity"
-    if not conf.RELAY_ALLOW_QUERY_ID:
-        return None, "?id= is not accepted here (RELAY_ALLOW_QUERY_ID is off)"
+        return None
     if len(values) > 1:
-        return None, "more than one ?id="
-    client_id = normalize_client_id(values[0])
+        raise Refused(f"more than one ?{name}=")
+    return values[0]
+
+
+def has_session_cookie(scope: dict) -> bool:
+    """Whether the handshake carries Django's session cookie (skips a DB query when not)."""
+    return settings.SESSION_COOKIE_NAME in scope.get("cookies", {})
+
+
+async def resolve_client_id(scope: dict) -> str:
+    """The client id of a handshake, by token, session or ``?id=``; raises Refused."""
+    params = query_params(scope)
+    token = single_param(params, "token") or bearer_token(scope)
+    if token is not None:
+        try:
+            return client_id_from_token(token)
+        except InvalidToken as exc:
+            raise Refused(f"invalid token: {exc}") from None
+    if has_session_cookie(scope):
+        user = await get_user(scope)
+        scope["user"] = user
+        if user.is_authenticated:
+            return str(user.pk)
+    raw_id = single_param(params, "id")
+    if raw_id is None:
+        raise Refused("no identity")
+    if not conf.RELAY_ALLOW_QUERY_ID:
+        raise Refused("?id= is not accepted here (RELAY_ALLOW_QUERY_ID is off)")
+    client_id = normalize_client_id(raw_id)
     if client_id is None:
-        return None, "invalid client id in ?id="
-    return client_id, ""
-
-
-async def refuse_handshake(receive, send) -> None:
-    """Answer a WebSocket handshake with HTTP 403 (an ASGI close before accept)."""
-    message = await receive()
-    if message["type"] == "websocket.connect":
-        await send({"type": "websocket.close"})
-
-
-def client_address(scope: dict) -> str:
-    """host:port of the peer, for logs."""
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "-"
+        raise Refused("invalid client id in ?id=")
+    return client_id
 
 
 class ClientIdentityMiddleware:
-    """Resolve the client id of a WebSocket handshake; refuse it with 403 when there is none."""
+    """Put the client id in ``scope["relay_client_id"]``; refuse the handshake (403) without one.
+
+    Needs ``scope["cookies"]`` and ``scope["session"]`` from Channels'
+    ``SessionMiddlewareStack`` around it for session logins.
+    """
 
     def __init__(self, inner) -> None:
         self.inner = inner
 
     async def __call__(self, scope, receive, send):
-        client_id, reason = client_id_from_query(scope)
-        if client_id is None:
-            logger.info("handshake refused peer=%s reason=%r", client_address(scope), reason)
-            return await refuse_handshake(receive, send)
-        return await self.inner(dict(scope, relay_client_id=client_id), receive, send)
+        scope = dict(scope)
+        try:
+            scope["relay_client_id"] = await resolve_client_id(scope)
+        except Refused as refusal:
+            return await refuse_handshake(scope, receive, send, str(refusal))
+        return await self.inner(scope, receive, send)

@@ -26,6 +26,44 @@ class Settings:
         return getattr(settings, "RELAY_MAX_MESSAGE_BYTES", 64 * 1024)
 
     @property
+    def RELAY_TOKEN_SECRET(self) -> str:
+        """The HS256 secret that signs client tokens; shared with backends that mint them."""
+        return getattr(settings, "RELAY_TOKEN_SECRET", None) or settings.SECRET_KEY
+
+    @property
+    def RELAY_TOKEN_LEEWAY(self) -> float:
+        """Seconds of clock skew tolerated when checking a token's ``exp``."""
+        return getattr(settings, "RELAY_TOKEN_LEEWAY", 10)
+
+    @property
+    def RELAY_ALLOWED_ORIGINS(self) -> list[str]:
+        """Browser origins allowed to connect: host patterns as in ALLOWED_HOSTS, full origins, or "*"."""
+        origins = getattr(settings, "RELAY_ALLOWED_ORIGINS", None)
+        if origins is None:
+            return list(settings.ALLOWED_HOSTS)
+        return list(origins)
+
+    @property
+    def RELAY_SEND_POLICY(self) -> str:
+        """Dotted path of the policy deciding whether a sender may reach a target."""
+        return getattr(settings, "RELAY_SEND_POLICY", "relay.policies.AllowAll")
+
+    @property
+    def RELAY_RATE_LIMIT(self) -> str | None:
+        """Frames a connection may send, as ``"50/s"`` (also /m, /h, /d); None for no limit."""
+        return getattr(settings, "RELAY_RATE_LIMIT", "50/s")
+
+    @property
+    def RELAY_RATE_BURST(self) -> int | None:
+        """Frames a connection may send at once above the rate; None means the rate's number."""
+        return getattr(settings, "RELAY_RATE_BURST", 100)
+
+    @property
+    def RELAY_RATE_LIMIT_CLOSE_AFTER(self) -> int:
+        """Rate-limited frames in a row after which the connection is closed with 1008."""
+        return getattr(settings, "RELAY_RATE_LIMIT_CLOSE_AFTER", 50)
+
+    @property
     def RELAY_BUS_URL(self) -> str | None:
         """The Redis that carries client frames between processes.
 

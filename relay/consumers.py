@@ -1,6 +1,7 @@
 """The WebSocket consumer: one per connection, turning socket events into hub calls."""
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -11,6 +12,11 @@ from channels.layers import get_channel_layer
 from . import protocol
 from .conf import conf
 from .hub import get_hub
+from .policies import send_policy
+from .throttling import bucket_for
+
+#: WebSocket close code for a client that keeps breaking the rules (SPEC §3).
+CLOSE_POLICY_VIOLATION = 1008
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,8 @@ class RelayConsumer(AsyncConsumer):
         self.subprotocol = protocol.SUBPROTOCOL_V1 if protocol.SUBPROTOCOL_V1 in scope.get("subprotocols", ()) else None
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.hub = get_hub()
+        self.bucket = bucket_for(conf.RELAY_RATE_LIMIT, conf.RELAY_RATE_BURST)
+        self.closing = False
 
         if (await receive())["type"] != "websocket.connect":
             return
@@ -76,6 +84,11 @@ class RelayConsumer(AsyncConsumer):
 
     async def receive_frame(self, message: dict) -> None:
         """Validate one client frame and relay it, or tell the client what was wrong."""
+        if self.closing:
+            return
+        if self.bucket is not None and not self.bucket.allow():
+            await self.refuse_over_limit()
+            return
         text = message.get("text")
         if text is None:
             await self.refuse(protocol.ProtocolError(protocol.BINARY_NOT_SUPPORTED, "Send JSON in text frames."))
@@ -87,7 +100,39 @@ class RelayConsumer(AsyncConsumer):
         except protocol.ProtocolError as error:
             await self.refuse(error)
             return
-        await self.hub.relay(self, parsed)
+        policy = send_policy()
+        if policy is not None:
+            parsed = await self.apply_policy(policy, parsed)
+        if parsed.targets:
+            await self.hub.relay(self, parsed)
+
+    async def apply_policy(self, policy, message: protocol.Message) -> protocol.Message:
+        """Drop the targets the send policy refuses, with a ``forbidden`` error for each."""
+        allowed = []
+        for target in message.targets:
+            if policy(self.client_id, target):
+                allowed.append(target)
+            else:
+                await self.refuse(
+                    protocol.ProtocolError(protocol.FORBIDDEN, f"You may not send to {target}.", message.ref)
+                )
+        return dataclasses.replace(message, targets=tuple(allowed))
+
+    async def refuse_over_limit(self) -> None:
+        """Refuse a frame over the rate limit; close with 1008 a client that keeps going."""
+        if self.bucket.refused_in_a_row > conf.RELAY_RATE_LIMIT_CLOSE_AFTER:
+            logger.warning("closing client=%s code=1008 reason=%r", self.client_id, "kept sending over the rate limit")
+            self.closing = True
+            await self.base_send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+            return
+        error = protocol.ProtocolError(
+            protocol.RATE_LIMITED,
+            f"Over the rate limit of {conf.RELAY_RATE_LIMIT}: retry in {self.bucket.wait():.2f} s.",
+        )
+        if self.bucket.refused_in_a_row == 1:
+            await self.refuse(error)  # logs once per run of refusals, not once per frame
+        else:
+            await self.send_error(error.code, error.detail)
 
     async def refuse(self, error: protocol.ProtocolError) -> None:
         """Answer a bad frame with its error; the connection stays open."""

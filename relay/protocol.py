@@ -90,6 +90,15 @@ def utf8_length_exceeds(text: str, limit: int) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
+def describe(value: Any) -> str:
+    """A short, safe rendering of a JSON value for an error message."""
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    if isinstance(value, float):
+        return repr(value)  # also inf, which JSON cannot encode
+    return dumps(value)[:80]
+
+
 def parse_targets(raw_targets: Any, max_targets: int, ref: Any = None) -> tuple[str, ...]:
     """Validate a ``targets`` value: a non-empty list of client ids, duplicates removed in order."""
     if not isinstance(raw_targets, list):
@@ -100,10 +109,9 @@ def parse_targets(raw_targets: Any, max_targets: int, ref: Any = None) -> tuple[
     for raw in raw_targets:
         target = normalize_client_id(raw)
         if target is None:
-            shown = dumps(raw) if isinstance(raw, (str, int, float, bool)) or raw is None else type(raw).__name__
             raise ProtocolError(
                 INVALID_TARGET,
-                f"{shown[:80]} is not a client id (1-64 characters of A-Z a-z 0-9 _ . -).",
+                f"{describe(raw)} is not a client id (1-64 characters of A-Z a-z 0-9 _ . -).",
                 ref,
             )
         targets[target] = None

@@ -1,15 +1,18 @@
 """WebSocket routing: ``/ws`` and ``/ws/`` reach the relay; any other path is refused."""
 
 from channels.routing import URLRouter
+from channels.sessions import SessionMiddlewareStack
 from django.urls import re_path
 
-from .auth import ClientIdentityMiddleware, refuse_handshake
+from .auth import ClientIdentityMiddleware
 from .consumers import RelayConsumer
+from .handshake import refuse_handshake
+from .origins import OriginMiddleware
 
 
 async def refuse_unknown_path(scope, receive, send) -> None:
     """Refuse a WebSocket handshake on a path the relay does not serve."""
-    await refuse_handshake(receive, send)
+    await refuse_handshake(scope, receive, send, "unknown path")
 
 
 websocket_urlpatterns = [
@@ -18,5 +21,10 @@ websocket_urlpatterns = [
 
 
 def relay_websocket_application():
-    """The relay's WebSocket ASGI application, for ``ProtocolTypeRouter(websocket=...)``."""
-    return ClientIdentityMiddleware(URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unknown_path)]))
+    """The relay's WebSocket ASGI application, for ``ProtocolTypeRouter(websocket=...)``.
+
+    Origin check, then session, then identity: a handshake is refused (403) before any
+    consumer runs when its origin is foreign or it proves no client id.
+    """
+    router = URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unknown_path)])
+    return OriginMiddleware(SessionMiddlewareStack(ClientIdentityMiddleware(router)))

@@ -70,15 +70,16 @@ def channel_layer_from_url(url: str | None) -> dict:
 
 DEBUG = env_bool("DEBUG", False)
 
+DEVELOPMENT_SECRET_KEY = "django-insecure-relay-development-key-do-not-use-in-production"
+
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Production (DEBUG off) needs a real secret: "
-            "export SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
-            "or set DEBUG=1 for local development."
-        )
-    SECRET_KEY = "django-insecure-relay-development-key-do-not-use-in-production"
+if not DEBUG and (len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure")):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is missing or weak. Production (DEBUG off) needs a real secret of 50+ characters: "
+        "export SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+        "or set DEBUG=1 for local development."
+    )
+SECRET_KEY = SECRET_KEY or DEVELOPMENT_SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
@@ -144,6 +145,26 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The relay (defaults and meaning: relay/conf.py). The environment can set the ones a
+# deployment usually changes; unset ones keep the app's defaults.
+RELAY_ALLOW_QUERY_ID = env_bool("RELAY_ALLOW_QUERY_ID", DEBUG)
+if "RELAY_ALLOWED_ORIGINS" in os.environ:
+    RELAY_ALLOWED_ORIGINS = env_list("RELAY_ALLOWED_ORIGINS", [])
+if os.environ.get("RELAY_TOKEN_SECRET"):
+    RELAY_TOKEN_SECRET = os.environ["RELAY_TOKEN_SECRET"]
+if "RELAY_RATE_LIMIT" in os.environ:
+    RELAY_RATE_LIMIT = None if os.environ["RELAY_RATE_LIMIT"].lower() in {"", "none", "off"} else os.environ["RELAY_RATE_LIMIT"]
+
+# HTTPS hardening for production (DEBUG off); nginx terminates TLS and says so.
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 365))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,98 @@
+"""System checks for the ``RELAY_*`` settings (``relay.E001``…), run by ``manage.py check``."""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+from django.utils.module_loading import import_string
+
+from .conf import conf
+from .throttling import parse_rate
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@register(Tags.security, "relay")
+def check_settings(app_configs=None, **kwargs) -> list:
+    """Reject ``RELAY_*`` settings of the wrong type or value, saying how to fix them."""
+    errors = []
+    if not isinstance(conf.RELAY_ALLOW_QUERY_ID, bool):
+        errors.append(Error("RELAY_ALLOW_QUERY_ID must be True or False.", id="relay.E001"))
+    if not _positive_int(conf.RELAY_MAX_TARGETS):
+        errors.append(Error("RELAY_MAX_TARGETS must be a positive integer, e.g. 100.", id="relay.E002"))
+    if not _positive_int(conf.RELAY_MAX_MESSAGE_BYTES):
+        errors.append(Error("RELAY_MAX_MESSAGE_BYTES must be a positive integer of bytes, e.g. 65536.", id="relay.E003"))
+    secret = conf.RELAY_TOKEN_SECRET
+    if not isinstance(secret, str) or len(secret) < 32:
+        errors.append(
+            Error(
+                "RELAY_TOKEN_SECRET must be a string of at least 32 characters (HS256 wants 256 bits).",
+                hint="Leave it unset to use SECRET_KEY, or set a long random string shared with your backends.",
+                id="relay.E004",
+            )
+        )
+    leeway = conf.RELAY_TOKEN_LEEWAY
+    if not isinstance(leeway, (int, float)) or isinstance(leeway, bool) or leeway < 0:
+        errors.append(Error("RELAY_TOKEN_LEEWAY must be a number of seconds >= 0, e.g. 10.", id="relay.E005"))
+    origins = getattr(settings, "RELAY_ALLOWED_ORIGINS", None)
+    if origins is not None and (isinstance(origins, str) or not all(isinstance(o, str) for o in origins)):
+        errors.append(
+            Error(
+                "RELAY_ALLOWED_ORIGINS must be a list of strings.",
+                hint='e.g. ["example.com", "https://app.example.com:8443"], or ["*"] to allow any origin.',
+                id="relay.E006",
+            )
+        )
+    try:
+        import_string(conf.RELAY_SEND_POLICY)
+    except (ImportError, TypeError, ValueError) as exc:
+        errors.append(
+            Error(
+                f"RELAY_SEND_POLICY {conf.RELAY_SEND_POLICY!r} cannot be imported: {exc}.",
+                hint="Give the dotted path of a callable (sender, target) -> bool, or of a class of them.",
+                id="relay.E007",
+            )
+        )
+    try:
+        parse_rate(conf.RELAY_RATE_LIMIT)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+        errors.append(
+            Error(
+                f"RELAY_RATE_LIMIT {conf.RELAY_RATE_LIMIT!r} is not a rate.",
+                hint='Write it as "<frames>/<s|m|h|d>", e.g. "50/s", or None for no limit.',
+                id="relay.E008",
+            )
+        )
+    burst = conf.RELAY_RATE_BURST
+    if burst is not None and not _positive_int(burst):
+        errors.append(Error("RELAY_RATE_BURST must be a positive integer or None.", id="relay.E009"))
+    if not _positive_int(conf.RELAY_RATE_LIMIT_CLOSE_AFTER):
+        errors.append(Error("RELAY_RATE_LIMIT_CLOSE_AFTER must be a positive integer.", id="relay.E010"))
+    bus_url = conf.RELAY_BUS_URL
+    if bus_url is not None and not (isinstance(bus_url, str) and bus_url.startswith(("redis://", "unix://"))):
+        errors.append(Error("RELAY_BUS_URL must be a redis:// or unix:// URL, or None.", id="relay.E011"))
+    if not isinstance(conf.RELAY_BUS_PREFIX, str) or not conf.RELAY_BUS_PREFIX:
+        errors.append(Error("RELAY_BUS_PREFIX must be a non-empty string.", id="relay.E012"))
+    return errors
+
+
+@register(Tags.security, "relay", deploy=True)
+def check_deploy(app_configs=None, **kwargs) -> list:
+    """Warn about settings that are fine in development but unsafe on the internet."""
+    warnings = []
+    if conf.RELAY_ALLOW_QUERY_ID:
+        warnings.append(
+            Warning(
+                "RELAY_ALLOW_QUERY_ID is on: anyone can connect as any client id with ?id=.",
+                hint="Set RELAY_ALLOW_QUERY_ID=False and connect with tokens or session logins.",
+                id="relay.W001",
+            )
+        )
+    if "*" in conf.RELAY_ALLOWED_ORIGINS:
+        warnings.append(
+            Warning(
+                "RELAY_ALLOWED_ORIGINS allows any origin: any website can open a socket with your users' sessions.",
+                id="relay.W002",
+            )
+        )
+    return warnings

@@ -1,0 +1,33 @@
+"""Reading a WebSocket handshake's scope, and refusing a handshake (HTTP 403)."""
+
+import logging
+from urllib.parse import parse_qs
+
+logger = logging.getLogger("relay.handshake")
+
+
+def header(scope: dict, name: bytes) -> bytes | None:
+    """The first value of a request header (``name`` in lower case), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value
+    return None
+
+
+def query_params(scope: dict) -> dict[str, list[str]]:
+    """The handshake's query string, decoded leniently (a stranger wrote it)."""
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def client_address(scope: dict) -> str:
+    """host:port of the peer, for logs."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+async def refuse_handshake(scope: dict, receive, send, reason: str) -> None:
+    """Log one line and answer the handshake with HTTP 403 (an ASGI close before accept)."""
+    logger.info("handshake refused peer=%s path=%s reason=%r", client_address(scope), scope.get("path"), reason)
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close"})
