@@ -26,6 +26,8 @@ def validate_push(targets: Targets, payload: Any) -> tuple[str, ...]:
     """The distinct client ids of a push; raises ProtocolError for bad targets or payload."""
     if isinstance(targets, (str, int)):
         targets = [targets]
+    elif not isinstance(targets, Iterable) or isinstance(targets, (bytes, bytearray, dict)):
+        raise protocol.ProtocolError(protocol.INVALID_MESSAGE, "targets must be a client id or a list of them.")
     ids = protocol.parse_targets(list(targets), max_targets=sys.maxsize)
     try:
         protocol.dumps(payload)

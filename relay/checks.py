@@ -68,11 +68,21 @@ def check_settings(app_configs=None, **kwargs) -> list:
         errors.append(Error("RELAY_RATE_BURST must be a positive integer or None.", id="relay.E009"))
     if not _positive_int(conf.RELAY_RATE_LIMIT_CLOSE_AFTER):
         errors.append(Error("RELAY_RATE_LIMIT_CLOSE_AFTER must be a positive integer.", id="relay.E010"))
-    bus_url = conf.RELAY_BUS_URL
-    if bus_url is not None and not (isinstance(bus_url, str) and bus_url.startswith(("redis://", "unix://"))):
-        errors.append(Error("RELAY_BUS_URL must be a redis:// or unix:// URL, or None.", id="relay.E011"))
-    if not isinstance(conf.RELAY_BUS_PREFIX, str) or not conf.RELAY_BUS_PREFIX:
-        errors.append(Error("RELAY_BUS_PREFIX must be a non-empty string.", id="relay.E012"))
+    redis_url = conf.RELAY_REDIS_URL
+    if redis_url is not None and not (isinstance(redis_url, str) and redis_url.startswith(("redis://", "unix://"))):
+        errors.append(Error("RELAY_REDIS_URL must be a redis:// or unix:// URL, or None.", id="relay.E011"))
+    if not isinstance(conf.RELAY_REDIS_PREFIX, str) or not conf.RELAY_REDIS_PREFIX:
+        errors.append(Error("RELAY_REDIS_PREFIX must be a non-empty string.", id="relay.E012"))
+    ttl, heartbeat = conf.RELAY_PRESENCE_TTL, conf.RELAY_PRESENCE_HEARTBEAT
+    if not _positive_int(ttl) or not isinstance(heartbeat, (int, float)) or not 0 < heartbeat < ttl:
+        errors.append(
+            Error(
+                "RELAY_PRESENCE_TTL must be a positive integer of seconds and RELAY_PRESENCE_HEARTBEAT "
+                "a number of seconds below it.",
+                hint="e.g. RELAY_PRESENCE_TTL = 30 and RELAY_PRESENCE_HEARTBEAT = 10.",
+                id="relay.E013",
+            )
+        )
     return errors
 
 

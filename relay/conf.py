@@ -64,14 +64,14 @@ class Settings:
         return getattr(settings, "RELAY_RATE_LIMIT_CLOSE_AFTER", 50)
 
     @property
-    def RELAY_BUS_URL(self) -> str | None:
-        """The Redis that carries client frames between processes.
+    def RELAY_REDIS_URL(self) -> str | None:
+        """The Redis that carries client frames between processes and holds presence.
 
         Defaults to the first host of a channels-redis default layer, so one Redis is
         configured once; ``None`` (the in-memory layer) relays within this process only.
         """
-        if hasattr(settings, "RELAY_BUS_URL"):
-            return settings.RELAY_BUS_URL
+        if hasattr(settings, "RELAY_REDIS_URL"):
+            return settings.RELAY_REDIS_URL
         layer = settings.CHANNEL_LAYERS.get("default", {})
         if not layer.get("BACKEND", "").startswith("channels_redis."):
             return None
@@ -80,9 +80,19 @@ class Settings:
         return host if isinstance(host, str) else host.get("address")
 
     @property
-    def RELAY_BUS_PREFIX(self) -> str:
-        """Prefix of the Redis pub/sub channels of the bus (pub/sub ignores the db number)."""
-        return getattr(settings, "RELAY_BUS_PREFIX", "relay")
+    def RELAY_REDIS_PREFIX(self) -> str:
+        """Prefix of the relay's Redis keys and pub/sub channels (pub/sub ignores the db number)."""
+        return getattr(settings, "RELAY_REDIS_PREFIX", "relay")
+
+    @property
+    def RELAY_PRESENCE_TTL(self) -> int:
+        """Seconds after which a process that stopped heartbeating no longer counts as online."""
+        return getattr(settings, "RELAY_PRESENCE_TTL", 30)
+
+    @property
+    def RELAY_PRESENCE_HEARTBEAT(self) -> float:
+        """Seconds between a process's presence heartbeats (well under the TTL)."""
+        return getattr(settings, "RELAY_PRESENCE_HEARTBEAT", 10)
 
 
 conf = Settings()

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from channels.consumer import AsyncConsumer, get_handler_name
+from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
 
 from . import protocol
@@ -148,16 +148,22 @@ class RelayConsumer(AsyncConsumer):
         await self.send_text(protocol.encode_error(self.subprotocol, code, detail, ref))
 
     async def listen_to_layer(self) -> None:
-        """Handle channel-layer events (server pushes) addressed to this connection."""
+        """Handle channel-layer events (server pushes) addressed to this connection.
+
+        Only ``relay.*`` event types are handled (``relay.deliver`` -> ``relay_deliver``):
+        an event's type must not be a way to call any other method of the consumer.
+        """
         while True:
             event = await self.channel_layer.receive(self.channel_name)
+            kind = event.get("type")
+            handler = getattr(self, kind.replace(".", "_"), None) if isinstance(kind, str) else None
+            if handler is None or not kind.startswith("relay."):
+                logger.warning("channel-layer event ignored client=%s type=%r", self.client_id, kind)
+                continue
             try:
-                handler = getattr(self, get_handler_name(event), None)
-                if handler is None:
-                    raise ValueError(f"no handler for {event['type']!r}")
                 await handler(event)
             except (KeyError, TypeError, ValueError) as exc:
-                logger.warning("channel-layer event ignored client=%s: %s", self.client_id, exc)
+                logger.warning("channel-layer event ignored client=%s type=%r: %s", self.client_id, kind, exc)
 
     async def relay_deliver(self, event: dict) -> None:
         """Deliver a server push: ``{"type": "relay.deliver", "payload": ..., "from": None}``."""

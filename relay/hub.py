@@ -7,6 +7,9 @@ channel layer instead (``relay.api``), as SPEC §5 promises.
 
 import asyncio
 import logging
+import os
+import socket
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -14,6 +17,8 @@ from typing import Any, Protocol
 from . import protocol
 from .bus import RedisBus
 from .conf import conf
+from .presence_writer import PresenceWriter
+from .resp import CommandPipe
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +36,25 @@ class Connection(Protocol):
         """Send an error frame to the client."""
 
 
+def node_name() -> str:
+    """A name for this process in Redis and logs: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 class Hub:
     """The connections of one process, grouped by client id."""
 
-    def __init__(self, bus_url: str | None, bus_prefix: str) -> None:
+    def __init__(self, redis_url: str | None, redis_prefix: str) -> None:
+        self.node = node_name()
         # Open connections, delivered to; and how many connections (open or still in
         # their handshake) hold each id's bus subscription.
         self._connections: dict[str, set[Connection]] = {}
         self._members: dict[str, int] = {}
-        self._bus = RedisBus(bus_url, bus_prefix, self.deliver, self._publish_failed) if bus_url else None
+        self._commands = self._bus = self._presence = None
+        if redis_url:
+            self._commands = CommandPipe(redis_url, self._relay_failed)
+            self._bus = RedisBus(redis_url, redis_prefix, self.node, self._commands, self.deliver)
+            self._presence = PresenceWriter(self._commands, redis_prefix, self.node, self.local_connections)
 
     async def join(self, connection: Connection, accept: Callable[[], Awaitable[None]]) -> None:
         """Subscribe to the connection's frames, ``accept()`` it, then start delivering to it.
@@ -52,16 +67,21 @@ class Hub:
         if self._members[client_id] == 1 and self._bus is not None:
             await self._bus.subscribe(client_id)
         await accept()
-        self._connections.setdefault(client_id, set()).add(connection)
+        connections = self._connections.setdefault(client_id, set())
+        connections.add(connection)
+        if self._presence is not None:
+            self._presence.set(client_id, len(connections))
 
     def leave(self, connection: Connection) -> None:
         """Stop delivering to a connection; the last one of an id unsubscribes."""
         client_id = connection.client_id
         connections = self._connections.get(client_id)
-        if connections is not None:
+        if connections is not None and connection in connections:
             connections.discard(connection)
             if not connections:
                 del self._connections[client_id]
+            if self._presence is not None:
+                self._presence.set(client_id, len(connections))
         members = self._members.get(client_id, 0) - 1
         if members > 0:
             self._members[client_id] = members
@@ -70,9 +90,9 @@ class Hub:
         if self._bus is not None:
             self._bus.unsubscribe(client_id)
 
-    def local_count(self, client_id: str) -> int:
-        """How many connections ``client_id`` has in this process."""
-        return len(self._connections.get(client_id, ()))
+    def local_connections(self) -> dict[str, int]:
+        """Open connections per client id in this process."""
+        return {client_id: len(connections) for client_id, connections in self._connections.copy().items()}
 
     async def deliver(self, target: str, sender: str | None, payload_json: str) -> int:
         """Send a payload to every local connection of ``target``; return how many got it."""
@@ -101,7 +121,8 @@ class Hub:
                 message.ref,
             )
 
-    def _publish_failed(self, sender: Connection, ref: Any) -> None:
+    def _relay_failed(self, context: tuple[Connection, Any]) -> None:
+        sender, ref = context
         asyncio.get_running_loop().create_task(
             sender.send_error(
                 protocol.UNAVAILABLE,
@@ -111,9 +132,10 @@ class Hub:
         )
 
     def close(self) -> None:
-        """Close the bus connections."""
-        if self._bus is not None:
-            self._bus.close()
+        """Leave Redis cleanly: presence removed at once, connections closed."""
+        for part in (self._presence, self._bus, self._commands):
+            if part is not None:
+                part.close()
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
@@ -124,5 +146,14 @@ def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = Hub(conf.RELAY_BUS_URL, conf.RELAY_BUS_PREFIX)
+        hub = _hubs[loop] = Hub(conf.RELAY_REDIS_URL, conf.RELAY_REDIS_PREFIX)
     return hub
+
+
+def local_connections() -> dict[str, int]:
+    """Open connections per client id in this process, over every hub."""
+    counts: dict[str, int] = {}
+    for hub in list(_hubs.values()):
+        for client_id, n in hub.local_connections().items():
+            counts[client_id] = counts.get(client_id, 0) + n
+    return counts

@@ -1,0 +1,82 @@
+"""Who is online: client ids with at least one open connection, across every process.
+
+With Redis, each relay process ("node") keeps a hash ``<prefix>:presence:node:<node>``
+of client id -> open connections in that node, and its heartbeat in the sorted set
+``<prefix>:presence:nodes``. Both are refreshed every ``RELAY_PRESENCE_HEARTBEAT``
+seconds and expire after ``RELAY_PRESENCE_TTL``, so a process that dies without
+cleaning up stops counting within that time; a clean disconnect counts at once.
+Readers count only nodes whose heartbeat is recent. Without Redis (the in-memory
+layer), presence is this process's own connections.
+
+Reading: ``is_online(id)``, ``online(ids)``, ``count()``, ``connections()``, and the
+async forms ``ais_online`` and so on, from any Django code.
+"""
+
+import time
+from collections.abc import Iterable
+from functools import lru_cache
+
+import redis
+from asgiref.sync import sync_to_async
+
+from .conf import conf
+from .hub import local_connections
+from .presence_writer import node_key, nodes_key
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
+
+
+def connections(client_ids: Iterable[str] | None = None) -> dict[str, int]:
+    """Open connections per online client id (of ``client_ids``, or of everyone)."""
+    url = conf.RELAY_REDIS_URL
+    if url is None:
+        counts = local_connections()
+    else:
+        counts = _redis_connections(_client(url), conf.RELAY_REDIS_PREFIX, client_ids)
+    if client_ids is not None:
+        wanted = set(client_ids)
+        counts = {client_id: n for client_id, n in counts.items() if client_id in wanted}
+    return counts
+
+
+def _redis_connections(client: redis.Redis, prefix: str, client_ids: Iterable[str] | None) -> dict[str, int]:
+    alive = client.zrangebyscore(nodes_key(prefix), time.time() - conf.RELAY_PRESENCE_TTL, "+inf")
+    ids = None if client_ids is None else list(client_ids)
+    pipe = client.pipeline(transaction=False)
+    for node in alive:
+        if ids is None:
+            pipe.hgetall(node_key(prefix, node))
+        elif ids:
+            pipe.hmget(node_key(prefix, node), ids)
+    counts: dict[str, int] = {}
+    for reply in pipe.execute() if alive and ids != [] else ():
+        pairs = reply.items() if isinstance(reply, dict) else zip(ids, reply)
+        for client_id, n in pairs:
+            if n:
+                counts[client_id] = counts.get(client_id, 0) + int(n)
+    return counts
+
+
+def online(client_ids: Iterable[str]) -> set[str]:
+    """The client ids of ``client_ids`` that have at least one open connection."""
+    return set(connections(list(client_ids)))
+
+
+def is_online(client_id: str) -> bool:
+    """Whether ``client_id`` has at least one open connection anywhere."""
+    return bool(connections([client_id]))
+
+
+def count() -> int:
+    """How many client ids have at least one open connection."""
+    return len(connections())
+
+
+# Async forms, for async views and consumers: the sync ones in a worker thread.
+aconnections = sync_to_async(connections, thread_sensitive=False)
+aonline = sync_to_async(online, thread_sensitive=False)
+ais_online = sync_to_async(is_online, thread_sensitive=False)
+acount = sync_to_async(count, thread_sensitive=False)

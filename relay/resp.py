@@ -1,0 +1,224 @@
+"""A small asyncio Redis client for the relay's per-message path.
+
+``RedisLink`` is one connection that reconnects by itself; ``CommandPipe`` sends
+fire-and-forget commands over a link, all those of one event-loop turn in one write,
+and matches the replies in order so a failure reaches whoever issued the command.
+Replies are parsed by hiredis; there is no task or future per command. Code off the
+hot path (presence reads, health checks, the admin) uses redis-py instead.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+CONNECT_TIMEOUT = 5.0
+
+
+def encode_command(*args: bytes) -> bytes:
+    """Encode one Redis command in RESP."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+def connection_params(url: str) -> dict[str, Any]:
+    """Address, credentials and db of a ``redis://`` or ``unix://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        params: dict[str, Any] = {"path": parts.path, "db": 0}
+    else:
+        params = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 6379, "db": 0}
+        if parts.path.strip("/"):
+            params["db"] = int(parts.path.strip("/"))
+    params["username"] = unquote(parts.username) if parts.username else None
+    params["password"] = unquote(parts.password) if parts.password else None
+    return params
+
+
+def setup_commands(params: dict[str, Any]) -> list[bytes]:
+    """AUTH and SELECT for a fresh connection, as the URL asks."""
+    commands = []
+    if params["password"]:
+        credentials = [params["username"], params["password"]] if params["username"] else [params["password"]]
+        commands.append(encode_command(b"AUTH", *(c.encode() for c in credentials)))
+    if params["db"]:
+        commands.append(encode_command(b"SELECT", str(params["db"]).encode()))
+    return commands
+
+
+class _RespProtocol(asyncio.Protocol):
+    """Feeds received bytes to hiredis and hands each reply on."""
+
+    def __init__(self, on_reply: Callable[[Any], None], on_lost: Callable[[], None]) -> None:
+        self._reader = hiredis.Reader()
+        self._on_reply = on_reply
+        self._on_lost = on_lost
+        self.transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            self._on_reply(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._on_lost()
+
+
+class RedisLink:
+    """A Redis connection that reconnects by itself, calling ``on_up``/``on_down`` as it goes."""
+
+    def __init__(self, url: str, name: str, on_reply: Callable[[Any], None]) -> None:
+        self.name = name
+        self._params = connection_params(url)
+        self._on_reply = on_reply
+        self._up_callbacks: list[Callable[[], None]] = []
+        self._down_callbacks: list[Callable[[], None]] = []
+        self._protocol: _RespProtocol | None = None
+        self._setup_replies = 0
+        self._lost = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def on_up(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the connection is (re)established."""
+        self._up_callbacks.append(callback)
+
+    def on_down(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the connection is lost."""
+        self._down_callbacks.append(callback)
+
+    @property
+    def connected(self) -> bool:
+        """Whether commands can be written now."""
+        return self._protocol is not None and self._protocol.transport is not None
+
+    def write(self, data: bytes) -> None:
+        """Write encoded commands; the caller checks ``connected`` first."""
+        self._protocol.transport.write(data)  # type: ignore[union-attr]
+
+    def _handle_reply(self, reply: Any) -> None:
+        # The replies to AUTH and SELECT come first; a refusal there is a setup error.
+        if self._setup_replies:
+            self._setup_replies -= 1
+            if isinstance(reply, hiredis.ReplyError):
+                logger.error("redis %s: connection setup refused: %s", self.name, reply)
+            return
+        self._on_reply(reply)
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        params = self._params
+
+        def factory() -> _RespProtocol:
+            return _RespProtocol(self._handle_reply, self._lost.set)
+
+        if "path" in params:
+            _, protocol = await loop.create_unix_connection(factory, params["path"])
+        else:
+            _, protocol = await loop.create_connection(factory, params["host"], params["port"])
+        setup = setup_commands(params)
+        self._setup_replies = len(setup)
+        self._protocol = protocol
+        if setup:
+            protocol.transport.write(b"".join(setup))
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._lost.clear()
+            try:
+                await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
+            except (OSError, asyncio.TimeoutError) as exc:
+                if failures == 0:
+                    logger.warning("redis %s: cannot connect (%s); retrying", self.name, exc)
+                await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+                failures += 1
+                continue
+            if failures:
+                logger.warning("redis %s: connected again", self.name)
+            failures = 0
+            for callback in self._up_callbacks:
+                callback()
+            await self._lost.wait()
+            self._protocol = None
+            logger.warning("redis %s: connection lost; reconnecting", self.name)
+            for callback in self._down_callbacks:
+                callback()
+
+    def close(self) -> None:
+        """Stop reconnecting and close the connection."""
+        self._task.cancel()
+        if self.connected:
+            self._protocol.transport.close()  # type: ignore[union-attr]
+
+
+class CommandPipe:
+    """Fire-and-forget commands: written once per event-loop turn, replies matched in order.
+
+    Each command carries a context; ``on_failure(context)`` is called for a command
+    Redis refused, or that may not have reached Redis because the link went down.
+    A context of None means nobody needs to hear about a failure.
+    """
+
+    def __init__(self, url: str, on_failure: Callable[[Any], None]) -> None:
+        self.link = RedisLink(url, "commands", self._on_reply)
+        self.link.on_down(self._fail_in_flight)
+        self._on_failure = on_failure
+        self._outgoing: list[bytes] = []
+        self._in_flight: deque[Any] = deque()
+        self._flush_scheduled = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether commands can be sent now."""
+        return self.link.connected
+
+    def send(self, command: bytes, context: Any = None) -> None:
+        """Queue an encoded command; the caller checks ``connected`` first."""
+        self._outgoing.append(command)
+        self._in_flight.append(context)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self.link.connected:
+            self._fail_in_flight()
+        elif self._outgoing:
+            self.link.write(b"".join(self._outgoing))
+            self._outgoing.clear()
+
+    def _on_reply(self, reply: Any) -> None:
+        context = self._in_flight.popleft()
+        if isinstance(reply, hiredis.ReplyError):
+            logger.warning("redis: command refused: %s", reply)
+            if context is not None:
+                self._on_failure(context)
+
+    def _fail_in_flight(self) -> None:
+        # A frame to many targets queues the same context once per target: report it once.
+        previous = None
+        while self._in_flight:
+            context = self._in_flight.popleft()
+            if context is not None and context is not previous:
+                self._on_failure(context)
+            previous = context
+        self._outgoing.clear()
+
+    def close(self) -> None:
+        """Write what is queued, then close the link."""
+        self._flush()
+        self.link.close()
