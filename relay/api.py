@@ -12,7 +12,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from . import protocol
+from . import presence, protocol
 
 Targets = str | int | Iterable[str | int]
 
@@ -36,15 +36,23 @@ def validate_push(targets: Targets, payload: Any) -> tuple[str, ...]:
     return ids
 
 
-async def asend(targets: Targets, payload: Any) -> None:
-    """Push ``payload`` to every connection of each target, from async code."""
+async def asend(targets: Targets, payload: Any) -> int:
+    """Push ``payload`` to every connection of each target, from async code.
+
+    Returns how many of the targets were online (had a connection open) just before.
+    """
     ids = validate_push(targets, payload)
+    online = len(await presence.aonline(ids))
     layer = get_channel_layer()
     event = deliver_event(payload)
     for client_id in ids:
         await layer.group_send(protocol.group_for(client_id), event)
+    return online
 
 
-def send(targets: Targets, payload: Any) -> None:
-    """Push ``payload`` to every connection of each target, from sync code (views, commands)."""
-    async_to_sync(asend)(targets, payload)
+def send(targets: Targets, payload: Any) -> int:
+    """Push ``payload`` to every connection of each target, from sync code (views, commands).
+
+    Returns how many of the targets were online (had a connection open) just before.
+    """
+    return async_to_sync(asend)(targets, payload)

@@ -94,5 +94,10 @@ class Settings:
         """Seconds between a process's presence heartbeats (well under the TTL)."""
         return getattr(settings, "RELAY_PRESENCE_HEARTBEAT", 10)
 
+    @property
+    def RELAY_AUDIT_RETENTION_DAYS(self) -> int:
+        """Days the audit log keeps each push."""
+        return getattr(settings, "RELAY_AUDIT_RETENTION_DAYS", 90)
+
 
 conf = Settings()

@@ -1,8 +1,9 @@
 """URLs of the deployable site: the admin and the relay's HTTP endpoints."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("relay/", include("relay.urls")),
 ]

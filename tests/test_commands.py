@@ -6,6 +6,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from relay.models import AuditEntry
+
 
 def relay_send(*args: str) -> str:
     stdout = io.StringIO()
@@ -22,17 +24,21 @@ def event(payload) -> dict:
     return {"type": "relay.deliver", "from": None, "payload": payload}
 
 
-def test_sends_to_every_target(recording_layer, monkeypatch):
+@pytest.mark.django_db
+def test_sends_to_every_target_and_records_it(recording_layer, monkeypatch):
     monkeypatch.setattr("sys.stdin", UnreadableStdin())
     output = relay_send("bob", "2", "bob", "--payload", '{"a": [1, null]}')
     assert recording_layer.sent == [("relay.bob", event({"a": [1, None]})), ("relay.2", event({"a": [1, None]}))]
-    assert output == "Sent to 2 target(s): bob, 2\n"
+    assert output == "Sent to 2 target(s), 0 online: bob, 2\n"
+    entry = AuditEntry.objects.get()
+    assert (entry.source, entry.targets, entry.online, entry.size) == ("command", ["bob", "2"], 0, len('{"a":[1,null]}'))
 
 
+@pytest.mark.django_db
 @pytest.mark.parametrize(("stdin", "payload"), [('{"from": "stdin"}\n', {"from": "stdin"}), ("null", None)])
 def test_reads_payload_from_stdin_without_payload_option(recording_layer, monkeypatch, stdin, payload):
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    assert relay_send("bob") == "Sent to 1 target(s): bob\n"
+    assert relay_send("bob") == "Sent to 1 target(s), 0 online: bob\n"
     assert recording_layer.sent == [("relay.bob", event(payload))]
 
 

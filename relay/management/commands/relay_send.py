@@ -1,11 +1,15 @@
 """``python manage.py relay_send <target>... --payload JSON``: push to clients."""
 
+import getpass
 import sys
+
+import redis
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
 from relay import api, protocol
+from relay.models import AuditEntry
 
 
 class Command(BaseCommand):
@@ -33,5 +37,9 @@ class Command(BaseCommand):
                 "server process and this command cannot reach its clients. Set REDIS_URL for "
                 "both the server and this command, or push with relay.send() from inside the server."
             )
-        api.send(targets, payload)
-        self.stdout.write(f"Sent to {len(targets)} target(s): {', '.join(targets)}")
+        try:
+            online = api.send(targets, payload)
+        except (OSError, redis.RedisError) as exc:
+            raise CommandError(f"Cannot reach the channel layer (Redis): {exc}") from None
+        AuditEntry.record(AuditEntry.Source.COMMAND, getpass.getuser(), list(targets), online, len(protocol.dumps(payload)))
+        self.stdout.write(f"Sent to {len(targets)} target(s), {online} online: {', '.join(targets)}")
