@@ -5,8 +5,11 @@ Django session of a logged-in user (``str(user.pk)``), then ``?id=`` where the o
 mode is on. A token that is present but invalid is a refusal, not a fall-through.
 """
 
+from importlib import import_module
+
 from channels.auth import get_user
 from django.conf import settings
+from django.http.cookie import parse_cookie
 
 from .conf import conf
 from .handshake import header, query_params, refuse_handshake
@@ -15,7 +18,12 @@ from .tokens import InvalidToken, client_id_from_token
 
 
 class Refused(Exception):
-    """No identity for this handshake; the message says why (for the log)."""
+    """No identity for this handshake: ``reason`` is a short word, ``detail`` says more."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail
 
 
 def bearer_token(scope: dict) -> str | None:
@@ -25,7 +33,7 @@ def bearer_token(scope: dict) -> str | None:
         return None
     scheme, _, token = value.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Refused("Authorization header is not 'Bearer <token>'")
+        raise Refused("bad_authorization", "Authorization header is not 'Bearer <token>'")
     return token.strip()
 
 
@@ -35,13 +43,25 @@ def single_param(params: dict[str, list[str]], name: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise Refused(f"more than one ?{name}=")
+        raise Refused("ambiguous", f"more than one ?{name}=")
     return values[0]
 
 
-def has_session_cookie(scope: dict) -> bool:
-    """Whether the handshake carries Django's session cookie (skips a DB query when not)."""
-    return settings.SESSION_COOKIE_NAME in scope.get("cookies", {})
+async def session_user_id(scope: dict) -> str | None:
+    """``str(user.pk)`` of the logged-in user whose session cookie the handshake carries.
+
+    Loads the session the way Channels' ``AuthMiddlewareStack`` does, but only when
+    there is a session cookie (no database query otherwise) and without wrapping
+    ``send`` for the whole life of the connection.
+    """
+    cookie = header(scope, b"cookie")
+    cookies = parse_cookie(cookie.decode("latin-1")) if cookie else {}
+    session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+    if not session_key:
+        return None
+    scope["session"] = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    scope["user"] = user = await get_user(scope)
+    return str(user.pk) if user.is_authenticated else None
 
 
 async def resolve_client_id(scope: dict) -> str:
@@ -52,29 +72,23 @@ async def resolve_client_id(scope: dict) -> str:
         try:
             return client_id_from_token(token)
         except InvalidToken as exc:
-            raise Refused(f"invalid token: {exc}") from None
-    if has_session_cookie(scope):
-        user = await get_user(scope)
-        scope["user"] = user
-        if user.is_authenticated:
-            return str(user.pk)
+            raise Refused("invalid_token", str(exc)) from None
+    user_id = await session_user_id(scope)
+    if user_id is not None:
+        return user_id
     raw_id = single_param(params, "id")
     if raw_id is None:
-        raise Refused("no identity")
+        raise Refused("no_identity")
     if not conf.RELAY_ALLOW_QUERY_ID:
-        raise Refused("?id= is not accepted here (RELAY_ALLOW_QUERY_ID is off)")
+        raise Refused("query_id_disabled", "?id= is not accepted here (RELAY_ALLOW_QUERY_ID is off)")
     client_id = normalize_client_id(raw_id)
     if client_id is None:
-        raise Refused("invalid client id in ?id=")
+        raise Refused("invalid_id", f"{raw_id[:80]!r} is not a client id")
     return client_id
 
 
 class ClientIdentityMiddleware:
-    """Put the client id in ``scope["relay_client_id"]``; refuse the handshake (403) without one.
-
-    Needs ``scope["cookies"]`` and ``scope["session"]`` from Channels'
-    ``SessionMiddlewareStack`` around it for session logins.
-    """
+    """Put the client id in ``scope["relay_client_id"]``; refuse the handshake (403) without one."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -84,5 +98,5 @@ class ClientIdentityMiddleware:
         try:
             scope["relay_client_id"] = await resolve_client_id(scope)
         except Refused as refusal:
-            return await refuse_handshake(scope, receive, send, str(refusal))
+            return await refuse_handshake(scope, receive, send, refusal.reason, refusal.detail)
         return await self.inner(scope, receive, send)

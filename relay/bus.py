@@ -7,10 +7,12 @@ copies of its own frames: it delivered those to its local connections already.
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from .metrics import DELIVERY_LATENCY
 from .resp import CommandPipe, RedisLink, encode_command
 
 logger = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ class RedisBus:
         self._deliver = deliver
         self._subscribed: set[str] = set()
         self._confirmations: dict[bytes, asyncio.Future] = {}
-        self._inbox: deque[list] = deque()
+        self._inbox: deque[tuple[bytes, bytes, float]] = deque()
         self._inbox_ready = asyncio.Event()
         self._subscriber = RedisLink(url, "subscribe", self._on_message)
         self._subscriber.on_up(self._resubscribe)
@@ -84,7 +86,7 @@ class RedisBus:
         kind = reply[0] if isinstance(reply, list) else None
         if kind == b"message":
             if not reply[2].startswith(self._node):  # our own frame: delivered locally already
-                self._inbox.append(reply)
+                self._inbox.append((reply[1], reply[2], time.perf_counter()))
                 self._inbox_ready.set()
         elif kind == b"subscribe":
             confirmed = self._confirmations.pop(reply[1], None)
@@ -98,12 +100,13 @@ class RedisBus:
             await self._inbox_ready.wait()
             self._inbox_ready.clear()
             while self._inbox:
-                _, channel, data = self._inbox.popleft()
+                channel, data, arrived = self._inbox.popleft()
                 _, sender, payload_json = data.split(b"\n", 2)
                 try:
                     await self._deliver(channel[prefix_length:].decode(), sender.decode(), payload_json.decode())
                 except Exception:  # a bug must not stop delivery for every other client
                     logger.exception("bus: delivering a frame from another process failed")
+                DELIVERY_LATENCY.observe(time.perf_counter() - arrived)
 
     def close(self) -> None:
         """Close the subscription and stop the dispatcher."""

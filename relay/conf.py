@@ -99,5 +99,25 @@ class Settings:
         """Days the audit log keeps each push."""
         return getattr(settings, "RELAY_AUDIT_RETENTION_DAYS", 90)
 
+    @property
+    def RELAY_MAX_PENDING_BYTES(self) -> int:
+        """Bytes a client may leave unread in its send buffer before it is closed with 1013."""
+        return getattr(settings, "RELAY_MAX_PENDING_BYTES", 1024 * 1024)
+
+    @property
+    def RELAY_SHUTDOWN_TIMEOUT(self) -> float:
+        """Seconds a SIGTERM'd process waits for its clients to close before it exits anyway."""
+        return getattr(settings, "RELAY_SHUTDOWN_TIMEOUT", 5.0)
+
+    @property
+    def RELAY_METRICS_ALLOWED_IPS(self) -> list[str]:
+        """Addresses or networks that may read /relay/metrics without the token."""
+        return getattr(settings, "RELAY_METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"])
+
+    @property
+    def RELAY_METRICS_TOKEN(self) -> str | None:
+        """A bearer token that may read /relay/metrics from anywhere; None for none."""
+        return getattr(settings, "RELAY_METRICS_TOKEN", None)
+
 
 conf = Settings()

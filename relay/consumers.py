@@ -1,6 +1,5 @@
 """The WebSocket consumer: one per connection, turning socket events into hub calls."""
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -9,14 +8,19 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
 
-from . import protocol
+from . import metrics, protocol
 from .conf import conf
+from .handshake import client_address
 from .hub import get_hub
+from .membership import GroupMembership
 from .policies import send_policy
 from .throttling import bucket_for
+from .transport import server_connection
 
-#: WebSocket close code for a client that keeps breaking the rules (SPEC §3).
+# WebSocket close codes (SPEC §3).
+CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
 
 logger = logging.getLogger(__name__)
 
@@ -39,38 +43,74 @@ class RelayConsumer(AsyncConsumer):
         self.base_send = send
         self.client_id: str = scope["relay_client_id"]
         self.subprotocol = protocol.SUBPROTOCOL_V1 if protocol.SUBPROTOCOL_V1 in scope.get("subprotocols", ()) else None
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.hub = get_hub()
         self.bucket = bucket_for(conf.RELAY_RATE_LIMIT, conf.RELAY_RATE_BURST)
-        self.closing = False
+        self.connection = server_connection(send)
+        self.max_pending_bytes = conf.RELAY_MAX_PENDING_BYTES
+        self.close_code: int | None = None  # set when the relay closes the connection
+        self.in_hub = False
 
         if (await receive())["type"] != "websocket.connect":
             return
+        if self.hub.draining:
+            metrics.HANDSHAKES_REFUSED.labels("draining").inc()
+            await self.base_send({"type": "websocket.close"})
+            return
+        layer = get_channel_layer(self.channel_layer_alias)
+        membership = GroupMembership(layer, protocol.group_for(self.client_id), self.handle_layer_event) if layer else None
         opened = time.monotonic()
-        listener = None
-        joined = False
+        accepted = False
+        code = None
         try:
-            if self.channel_layer is not None:
-                self.channel_name = await self.channel_layer.new_channel()
-                await self.channel_layer.group_add(protocol.group_for(self.client_id), self.channel_name)
-                listener = asyncio.get_running_loop().create_task(self.listen_to_layer())
-            joined = True  # join counts the connection at once, so leave must follow
+            if membership is not None:
+                await membership.join()
+            self.in_hub = True  # join counts the connection at once, so leave must follow
             await self.hub.join(self, self.accept)
-            logger.info("connected client=%s subprotocol=%s", self.client_id, self.subprotocol)
-            code = await self.receive_frames(receive)
+            accepted = True
+            metrics.CONNECTS.inc()
+            metrics.CONNECTIONS_OPEN.inc()
             logger.info(
-                "disconnected client=%s code=%s duration=%.1fs", self.client_id, code, time.monotonic() - opened
+                "event=connect client=%s subprotocol=%s peer=%s",
+                self.client_id,
+                self.subprotocol,
+                client_address(scope),
             )
+            code = await self.receive_frames(receive)
         finally:
-            if joined:
-                self.hub.leave(self)
-            if listener is not None:
-                listener.cancel()
-                await self.channel_layer.group_discard(protocol.group_for(self.client_id), self.channel_name)
+            if self.in_hub:
+                self.leave_hub()
+            if membership is not None:
+                await membership.leave()
+            if accepted:
+                code = self.close_code or code
+                metrics.CONNECTIONS_OPEN.dec()
+                metrics.DISCONNECTS.labels(metrics.disconnect_reason(code)).inc()
+                logger.info(
+                    "event=disconnect client=%s code=%s reason=%s duration=%.1f",
+                    self.client_id,
+                    code,
+                    metrics.disconnect_reason(code),
+                    time.monotonic() - opened,
+                )
 
     async def accept(self) -> None:
         """Complete the handshake, with the subprotocol the client asked for if we speak it."""
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
+
+    def leave_hub(self) -> None:
+        """Stop receiving deliveries (once)."""
+        self.in_hub = False
+        self.hub.leave(self)
+
+    async def close(self, code: int) -> None:
+        """Close the connection from the server side; nothing more is sent to it."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        if self.connection is not None:
+            self.connection.close(code)  # daphne's websocket.close refuses 1001, 1008, 1013
+        else:
+            await self.base_send({"type": "websocket.close", "code": code})
 
     async def receive_frames(self, receive) -> int | None:
         """Handle client frames until the client goes away; return the close code."""
@@ -84,8 +124,10 @@ class RelayConsumer(AsyncConsumer):
 
     async def receive_frame(self, message: dict) -> None:
         """Validate one client frame and relay it, or tell the client what was wrong."""
-        if self.closing:
+        if self.close_code is not None:
             return
+        received = time.perf_counter()
+        metrics.FRAMES_RECEIVED.inc()
         if self.bucket is not None and not self.bucket.allow():
             await self.refuse_over_limit()
             return
@@ -105,6 +147,7 @@ class RelayConsumer(AsyncConsumer):
             parsed = await self.apply_policy(policy, parsed)
         if parsed.targets:
             await self.hub.relay(self, parsed)
+            metrics.DELIVERY_LATENCY.observe(time.perf_counter() - received)
 
     async def apply_policy(self, policy, message: protocol.Message) -> protocol.Message:
         """Drop the targets the send policy refuses, with a ``forbidden`` error for each."""
@@ -121,9 +164,8 @@ class RelayConsumer(AsyncConsumer):
     async def refuse_over_limit(self) -> None:
         """Refuse a frame over the rate limit; close with 1008 a client that keeps going."""
         if self.bucket.refused_in_a_row > conf.RELAY_RATE_LIMIT_CLOSE_AFTER:
-            logger.warning("closing client=%s code=1008 reason=%r", self.client_id, "kept sending over the rate limit")
-            self.closing = True
-            await self.base_send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+            logger.warning("event=close client=%s code=1008 reason=%s", self.client_id, "kept sending over the rate limit")
+            await self.close(CLOSE_POLICY_VIOLATION)
             return
         error = protocol.ProtocolError(
             protocol.RATE_LIMITED,
@@ -136,36 +178,43 @@ class RelayConsumer(AsyncConsumer):
 
     async def refuse(self, error: protocol.ProtocolError) -> None:
         """Answer a bad frame with its error; the connection stays open."""
-        logger.info("frame refused client=%s code=%s", self.client_id, error.code)
+        logger.info("event=frame_refused client=%s code=%s", self.client_id, error.code)
         await self.send_error(error.code, error.detail, error.ref)
 
     async def send_text(self, text: str) -> None:
-        """Send one text frame to the client."""
+        """Send one text frame to the client; close a client that stopped reading."""
+        if self.close_code is not None:
+            return
         await self.base_send({"type": "websocket.send", "text": text})
+        if self.connection is not None and self.connection.pending_bytes() > self.max_pending_bytes:
+            logger.warning(
+                "event=close client=%s code=1013 reason=%s", self.client_id, "not reading: send buffer over the limit"
+            )
+            await self.close(CLOSE_TRY_AGAIN_LATER)
 
     async def send_error(self, code: str, detail: str, ref: Any = None) -> None:
         """Send an error frame to the client."""
+        metrics.ERRORS.labels(code).inc()
         await self.send_text(protocol.encode_error(self.subprotocol, code, detail, ref))
 
-    async def listen_to_layer(self) -> None:
-        """Handle channel-layer events (server pushes) addressed to this connection.
+    async def handle_layer_event(self, event: dict) -> None:
+        """Handle a channel-layer event (a server push) addressed to this connection.
 
         Only ``relay.*`` event types are handled (``relay.deliver`` -> ``relay_deliver``):
         an event's type must not be a way to call any other method of the consumer.
         """
-        while True:
-            event = await self.channel_layer.receive(self.channel_name)
-            kind = event.get("type")
-            handler = getattr(self, kind.replace(".", "_"), None) if isinstance(kind, str) else None
-            if handler is None or not kind.startswith("relay."):
-                logger.warning("channel-layer event ignored client=%s type=%r", self.client_id, kind)
-                continue
-            try:
-                await handler(event)
-            except (KeyError, TypeError, ValueError) as exc:
-                logger.warning("channel-layer event ignored client=%s type=%r: %s", self.client_id, kind, exc)
+        kind = event.get("type")
+        handler = getattr(self, kind.replace(".", "_"), None) if isinstance(kind, str) else None
+        if handler is None or not kind.startswith("relay."):
+            logger.warning("event=layer_event_ignored client=%s type=%r", self.client_id, kind)
+            return
+        try:
+            await handler(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("event=layer_event_ignored client=%s type=%r error=%s", self.client_id, kind, exc)
 
     async def relay_deliver(self, event: dict) -> None:
         """Deliver a server push: ``{"type": "relay.deliver", "payload": ..., "from": None}``."""
         payload_json = protocol.dumps(event["payload"])
         await self.send_text(protocol.encode_delivery(self.subprotocol, event.get("from"), payload_json))
+        metrics.DELIVERIES.inc()

@@ -3,6 +3,8 @@
 import logging
 from urllib.parse import parse_qs
 
+from .metrics import HANDSHAKES_REFUSED
+
 logger = logging.getLogger("relay.handshake")
 
 
@@ -25,9 +27,19 @@ def client_address(scope: dict) -> str:
     return f"{client[0]}:{client[1]}" if client else "-"
 
 
-async def refuse_handshake(scope: dict, receive, send, reason: str) -> None:
-    """Log one line and answer the handshake with HTTP 403 (an ASGI close before accept)."""
-    logger.info("handshake refused peer=%s path=%s reason=%r", client_address(scope), scope.get("path"), reason)
+async def refuse_handshake(scope: dict, receive, send, reason: str, detail: str = "") -> None:
+    """Log one line, count it, and answer the handshake with HTTP 403 (a close before accept).
+
+    ``reason`` is a short fixed word (a metrics label); ``detail`` says more, for the log.
+    """
+    HANDSHAKES_REFUSED.labels(reason).inc()
+    logger.info(
+        "event=refused peer=%s path=%s reason=%s detail=%r",
+        client_address(scope),
+        scope.get("path"),
+        reason,
+        detail[:200],
+    )
     message = await receive()
     if message["type"] == "websocket.connect":
         await send({"type": "websocket.close"})

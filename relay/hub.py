@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from . import protocol
+from . import metrics, protocol, shutdown
 from .bus import RedisBus
 from .conf import conf
 from .presence_writer import PresenceWriter
@@ -35,6 +35,9 @@ class Connection(Protocol):
     async def send_error(self, code: str, detail: str, ref: Any = None) -> None:
         """Send an error frame to the client."""
 
+    async def close(self, code: int) -> None:
+        """Close the connection from the server side."""
+
 
 def node_name() -> str:
     """A name for this process in Redis and logs: host, pid and a random part."""
@@ -50,6 +53,8 @@ class Hub:
         # their handshake) hold each id's bus subscription.
         self._connections: dict[str, set[Connection]] = {}
         self._members: dict[str, int] = {}
+        #: Set on shutdown: new handshakes are refused, open connections are being closed.
+        self.draining = False
         self._commands = self._bus = self._presence = None
         if redis_url:
             self._commands = CommandPipe(redis_url, self._relay_failed)
@@ -90,6 +95,10 @@ class Hub:
         if self._bus is not None:
             self._bus.unsubscribe(client_id)
 
+    def connection_count(self) -> int:
+        """Connections of this process, open or in their handshake."""
+        return sum(self._members.values())
+
     def local_connections(self) -> dict[str, int]:
         """Open connections per client id in this process."""
         return {client_id: len(connections) for client_id, connections in self._connections.copy().items()}
@@ -106,6 +115,7 @@ class Hub:
             if frame is None:
                 frame = frames[subprotocol] = protocol.encode_delivery(subprotocol, sender, payload_json)
             await connection.send_text(frame)
+        metrics.DELIVERIES.inc(len(connections))
         return len(connections)
 
     async def relay(self, sender: Connection, message: protocol.Message) -> None:
@@ -131,6 +141,16 @@ class Hub:
             )
         )
 
+    async def drain(self, code: int, timeout: float) -> None:
+        """Refuse new handshakes, close every connection with ``code``, wait for them to go."""
+        self.draining = True
+        for connections in list(self._connections.values()):
+            for connection in tuple(connections):
+                await connection.close(code)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._members and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+
     def close(self) -> None:
         """Leave Redis cleanly: presence removed at once, connections closed."""
         for part in (self._presence, self._bus, self._commands):
@@ -147,6 +167,8 @@ def get_hub() -> Hub:
     hub = _hubs.get(loop)
     if hub is None:
         hub = _hubs[loop] = Hub(conf.RELAY_REDIS_URL, conf.RELAY_REDIS_PREFIX)
+        shutdown.install(hub)
+        metrics.forget_dead_processes()
     return hub
 
 

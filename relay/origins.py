@@ -51,5 +51,5 @@ class OriginMiddleware:
         if origin is not None:
             origin_text = origin.decode("latin-1")
             if not origin_allowed(origin_text, conf.RELAY_ALLOWED_ORIGINS):
-                return await refuse_handshake(scope, receive, send, f"origin {origin_text[:100]} is not allowed")
+                return await refuse_handshake(scope, receive, send, "origin", f"{origin_text} is not allowed")
         return await self.inner(scope, receive, send)

@@ -1,7 +1,6 @@
 """WebSocket routing: ``/ws`` and ``/ws/`` reach the relay; any other path is refused."""
 
 from channels.routing import URLRouter
-from channels.sessions import SessionMiddlewareStack
 from django.urls import re_path
 
 from .auth import ClientIdentityMiddleware
@@ -12,7 +11,7 @@ from .origins import OriginMiddleware
 
 async def refuse_unknown_path(scope, receive, send) -> None:
     """Refuse a WebSocket handshake on a path the relay does not serve."""
-    await refuse_handshake(scope, receive, send, "unknown path")
+    await refuse_handshake(scope, receive, send, "unknown_path")
 
 
 websocket_urlpatterns = [
@@ -23,8 +22,9 @@ websocket_urlpatterns = [
 def relay_websocket_application():
     """The relay's WebSocket ASGI application, for ``ProtocolTypeRouter(websocket=...)``.
 
-    Origin check, then session, then identity: a handshake is refused (403) before any
-    consumer runs when its origin is foreign or it proves no client id.
+    Origin check, then identity: a handshake is refused (403) before any consumer runs
+    when its origin is foreign or it proves no client id. Neither wraps ``send``, so
+    nothing sits between a delivery and the socket.
     """
     router = URLRouter([*websocket_urlpatterns, re_path(r"", refuse_unknown_path)])
-    return OriginMiddleware(SessionMiddlewareStack(ClientIdentityMiddleware(router)))
+    return OriginMiddleware(ClientIdentityMiddleware(router))

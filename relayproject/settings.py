@@ -153,6 +153,8 @@ if "RELAY_ALLOWED_ORIGINS" in os.environ:
     RELAY_ALLOWED_ORIGINS = env_list("RELAY_ALLOWED_ORIGINS", [])
 if os.environ.get("RELAY_TOKEN_SECRET"):
     RELAY_TOKEN_SECRET = os.environ["RELAY_TOKEN_SECRET"]
+if os.environ.get("RELAY_METRICS_TOKEN"):
+    RELAY_METRICS_TOKEN = os.environ["RELAY_METRICS_TOKEN"]
 if "RELAY_RATE_LIMIT" in os.environ:
     RELAY_RATE_LIMIT = None if os.environ["RELAY_RATE_LIMIT"].lower() in {"", "none", "off"} else os.environ["RELAY_RATE_LIMIT"]
 

@@ -1,0 +1,60 @@
+"""Operations endpoints: ``/relay/healthz`` for load balancers, ``/relay/metrics`` for Prometheus."""
+
+import asyncio
+import hmac
+import ipaddress
+
+from channels.layers import get_channel_layer
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from . import metrics
+from .conf import conf
+from .membership import LAYER_ERRORS
+
+HEALTH_TIMEOUT = 2.0
+
+
+async def layer_round_trip() -> None:
+    """Send a message to a fresh channel and receive it back through the channel layer."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "relay.health"})
+    await layer.receive(channel)
+    # channels-redis' pub/sub layer forgets a channel when a receive on it is cancelled
+    # (that is how consumers leave); do the same so health checks leave nothing behind.
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    receiving.cancel()
+    await asyncio.gather(receiving, return_exceptions=True)
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the channel layer round-trips, 503 with the reason when it does not."""
+    try:
+        await asyncio.wait_for(layer_round_trip(), HEALTH_TIMEOUT)
+    except LAYER_ERRORS as exc:
+        reason = "the channel layer did not answer in time" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+        return JsonResponse({"status": "unavailable", "reason": f"channel layer: {reason}"}, status=503)
+    return JsonResponse({"status": "ok"})
+
+
+def metrics_allowed(request: HttpRequest) -> bool:
+    """Whether the request may read metrics: the bearer token, or an allowed address."""
+    token = conf.RELAY_METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(allowed, strict=False) for allowed in conf.RELAY_METRICS_ALLOWED_IPS)
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, for the allow-listed addresses or the metrics token."""
+    if not metrics_allowed(request):
+        return JsonResponse({"error": {"code": "forbidden", "detail": "Metrics are not public."}}, status=403)
+    body, content_type = metrics.render()
+    return HttpResponse(body, content_type=content_type)
