@@ -162,6 +162,8 @@ if "RELAY_RATE_LIMIT" in os.environ:
 if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # Health checks and scrapes talk to daphne directly, without TLS.
+    SECURE_REDIRECT_EXEMPT = [r"^relay/healthz$", r"^relay/metrics$"]
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 365))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
@@ -172,8 +174,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"one_line": {"()": "relay.logs.OneLineExceptions"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console_one_line": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["one_line"]},
+    },
     "loggers": {
         "relay": {"handlers": ["console"], "level": os.environ.get("RELAY_LOG_LEVEL", "INFO"), "propagate": False},
+        "channels_redis": {"handlers": ["console_one_line"], "level": "WARNING", "propagate": False},
     },
 }
