@@ -28,12 +28,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return ["name"] if obj is None else ["name", *self.readonly_fields]
 
     def save_model(self, request, obj, form, change):
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        key, plain = ApiKey.generate(obj.name)
-        obj.pk = key.pk
-        messages.warning(request, f"The key for {key.name} is {plain} — copy it now: it is not stored and will not be shown again.")
+        plain = None if change else obj.assign_new_key()
+        super().save_model(request, obj, form, change)
+        if plain is not None:
+            messages.warning(
+                request, f"The key for {obj.name} is {plain} — copy it now: it is not stored and will not be shown again."
+            )
 
     @admin.action(description="Revoke the selected keys")
     def revoke_keys(self, request, queryset):

@@ -27,13 +27,19 @@ class Refused(Exception):
 
 
 def bearer_token(scope: dict) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, if any."""
+    """The token of an ``Authorization: Bearer <token>`` header, if any.
+
+    Other schemes are not ours to judge: a browser behind a Basic-auth proxy resends
+    those credentials on the WebSocket handshake too.
+    """
     value = header(scope, b"authorization")
     if value is None:
         return None
     scheme, _, token = value.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Refused("bad_authorization", "Authorization header is not 'Bearer <token>'")
+    if scheme.lower() != "bearer":
+        return None
+    if not token.strip():
+        raise Refused("invalid_token", "empty Bearer token")
     return token.strip()
 
 

@@ -35,7 +35,9 @@ def check_settings(app_configs=None, **kwargs) -> list:
     if not isinstance(leeway, (int, float)) or isinstance(leeway, bool) or leeway < 0:
         errors.append(Error("RELAY_TOKEN_LEEWAY must be a number of seconds >= 0, e.g. 10.", id="relay.E005"))
     origins = getattr(settings, "RELAY_ALLOWED_ORIGINS", None)
-    if origins is not None and (isinstance(origins, str) or not all(isinstance(o, str) for o in origins)):
+    if origins is not None and (
+        not isinstance(origins, (list, tuple)) or not all(isinstance(o, str) for o in origins)
+    ):
         errors.append(
             Error(
                 "RELAY_ALLOWED_ORIGINS must be a list of strings.",
@@ -44,22 +46,26 @@ def check_settings(app_configs=None, **kwargs) -> list:
             )
         )
     try:
-        import_string(conf.RELAY_SEND_POLICY)
-    except (ImportError, TypeError, ValueError) as exc:
+        policy = import_string(conf.RELAY_SEND_POLICY)
+        if not callable(policy):
+            raise TypeError("it is not callable")
+    except (AttributeError, ImportError, TypeError, ValueError) as exc:
         errors.append(
             Error(
-                f"RELAY_SEND_POLICY {conf.RELAY_SEND_POLICY!r} cannot be imported: {exc}.",
+                f"RELAY_SEND_POLICY {conf.RELAY_SEND_POLICY!r} is not a usable policy: {exc}.",
                 hint="Give the dotted path of a callable (sender, target) -> bool, or of a class of them.",
                 id="relay.E007",
             )
         )
     try:
-        parse_rate(conf.RELAY_RATE_LIMIT)
+        rate = parse_rate(conf.RELAY_RATE_LIMIT)
+        if rate is not None and rate[0] <= 0:
+            raise ValueError("not positive")
     except (AttributeError, KeyError, TypeError, ValueError, IndexError):
         errors.append(
             Error(
                 f"RELAY_RATE_LIMIT {conf.RELAY_RATE_LIMIT!r} is not a rate.",
-                hint='Write it as "<frames>/<s|m|h|d>", e.g. "50/s", or None for no limit.',
+                hint='Write it as "<frames>/<s|m|h|d>" with a positive number, e.g. "50/s", or None for no limit.',
                 id="relay.E008",
             )
         )

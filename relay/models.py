@@ -38,9 +38,17 @@ class ApiKey(models.Model):
     @classmethod
     def generate(cls, name: str) -> tuple["ApiKey", str]:
         """Create a key named ``name``; return it and the plain key, which is never stored."""
-        prefix = secrets.token_hex(6)
-        plain = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-        return cls.objects.create(name=name, prefix=prefix, key_hash=hash_key(plain)), plain
+        key = cls(name=name)
+        plain = key.assign_new_key()
+        key.save()
+        return key, plain
+
+    def assign_new_key(self) -> str:
+        """Give this (unsaved) record a fresh key; return the plain key, which is never stored."""
+        self.prefix = secrets.token_hex(6)
+        plain = f"{KEY_PREFIX}_{self.prefix}_{secrets.token_urlsafe(32)}"
+        self.key_hash = hash_key(plain)
+        return plain
 
     @classmethod
     async def authenticate(cls, plain: str) -> "ApiKey | None":

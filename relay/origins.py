@@ -28,6 +28,8 @@ def origin_allowed(origin: str, allowed: list[str]) -> bool:
         return False
     if not parts.scheme or not host:
         return False  # includes "null", sent by sandboxed frames and file:// pages
+    if ":" in host:
+        host = f"[{host}]"  # IPv6, written in brackets in ALLOWED_HOSTS
     for entry in allowed:
         entry = entry.lower()
         if entry == "*":

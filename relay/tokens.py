@@ -36,7 +36,8 @@ def client_id_from_token(token: str) -> str:
             token,
             conf.RELAY_TOKEN_SECRET,
             algorithms=[ALGORITHM],  # never "none", never a key-confusion algorithm
-            options={"require": ["exp", "sub"]},
+            # PyJWT insists on a string sub; an integer means its decimal id (SPEC §2).
+            options={"require": ["exp", "sub"], "verify_sub": False},
             leeway=conf.RELAY_TOKEN_LEEWAY,
         )
     except jwt.PyJWTError as exc:

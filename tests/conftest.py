@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from channels.layers import BaseChannelLayer, channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
 
 from relayproject.asgi import application
 
@@ -73,3 +74,39 @@ async def connect():
     for communicator in opened:
         if not communicator.future.cancelled():  # a receive that timed out cancels the application
             await communicator.disconnect()
+
+
+@pytest.fixture
+async def open_socket():
+    """Attempt handshakes with ``await open_socket(path, headers=..., subprotocols=...)``.
+
+    Returns ``(accepted, communicator)``, for handshakes that may be refused (tokens,
+    sessions, origins). Every communicator is disconnected when the test ends.
+    """
+    opened: list[WebsocketCommunicator] = []
+
+    async def attempt(
+        path: str, headers: list[tuple[bytes, bytes]] | None = None, subprotocols: list[str] | None = None
+    ) -> tuple[bool, WebsocketCommunicator]:
+        communicator = WebsocketCommunicator(application, path, headers=headers, subprotocols=subprotocols)
+        opened.append(communicator)
+        accepted, _ = await communicator.connect()
+        return accepted, communicator
+
+    yield attempt
+    for communicator in opened:
+        if not communicator.future.cancelled():
+            await communicator.disconnect()
+
+
+@pytest.fixture
+def logged_in(django_user_model, client) -> tuple[Any, tuple[bytes, bytes]]:
+    """A user logged in to the site: ``(user, cookie_header)``, the header for a WebSocket handshake.
+
+    Needs ``pytest.mark.django_db(transaction=True)``: the handshake reads the session
+    and the user from another thread.
+    """
+    user = django_user_model.objects.create_user("site-user")
+    client.force_login(user)
+    name = django_settings.SESSION_COOKIE_NAME
+    return user, (b"cookie", f"{name}={client.cookies[name].value}".encode())

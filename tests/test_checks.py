@@ -1,0 +1,170 @@
+"""System checks: every relay.E0xx for a wrong setting, none for a clean one, and the deploy warnings."""
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from relay.checks import check_deploy, check_settings
+
+
+def ids(messages) -> list[str]:
+    return [message.id for message in messages]
+
+
+def describe(overrides) -> str:
+    return ",".join(f"{name}={value!r}" for name, value in overrides.items()) if isinstance(overrides, dict) else None
+
+
+def test_test_settings_are_clean():
+    assert check_settings() == []
+
+
+def test_defaults_are_clean(settings):
+    for name in ("RELAY_ALLOW_QUERY_ID", "RELAY_RATE_LIMIT"):
+        delattr(settings, name)
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RELAY_ALLOW_QUERY_ID", True),
+        ("RELAY_ALLOW_QUERY_ID", False),
+        ("RELAY_MAX_TARGETS", 1),
+        ("RELAY_MAX_MESSAGE_BYTES", 1),
+        ("RELAY_TOKEN_SECRET", "s" * 32),
+        ("RELAY_TOKEN_SECRET", None),  # unset: SECRET_KEY
+        ("RELAY_TOKEN_LEEWAY", 0),
+        ("RELAY_TOKEN_LEEWAY", 2.5),
+        ("RELAY_ALLOWED_ORIGINS", []),
+        ("RELAY_ALLOWED_ORIGINS", ("example.com",)),
+        ("RELAY_ALLOWED_ORIGINS", ["example.com", "https://app.example.com:8443", "*"]),
+        ("RELAY_ALLOWED_ORIGINS", None),
+        ("RELAY_SEND_POLICY", "relay.policies.SameIdOnly"),
+        ("RELAY_RATE_LIMIT", "1/d"),
+        ("RELAY_RATE_LIMIT", "10/min"),
+        ("RELAY_RATE_BURST", None),
+        ("RELAY_RATE_BURST", 1),
+        ("RELAY_RATE_LIMIT_CLOSE_AFTER", 1),
+        ("RELAY_REDIS_URL", None),
+        ("RELAY_REDIS_URL", "redis://localhost:6379/1"),
+        ("RELAY_REDIS_URL", "unix:///run/redis.sock"),
+        ("RELAY_REDIS_PREFIX", "r"),
+        ("RELAY_PRESENCE_HEARTBEAT", 29.5),
+    ],
+)
+def test_valid_values_pass(name, value):
+    with override_settings(**{name: value}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error_id"),
+    [
+        ({"RELAY_ALLOW_QUERY_ID": "yes"}, "relay.E001"),
+        ({"RELAY_ALLOW_QUERY_ID": 1}, "relay.E001"),
+        ({"RELAY_ALLOW_QUERY_ID": None}, "relay.E001"),
+        ({"RELAY_MAX_TARGETS": 0}, "relay.E002"),
+        ({"RELAY_MAX_TARGETS": -1}, "relay.E002"),
+        ({"RELAY_MAX_TARGETS": "100"}, "relay.E002"),
+        ({"RELAY_MAX_TARGETS": 1.5}, "relay.E002"),
+        ({"RELAY_MAX_TARGETS": True}, "relay.E002"),
+        ({"RELAY_MAX_TARGETS": None}, "relay.E002"),
+        ({"RELAY_MAX_MESSAGE_BYTES": 0}, "relay.E003"),
+        ({"RELAY_MAX_MESSAGE_BYTES": "64k"}, "relay.E003"),
+        ({"RELAY_MAX_MESSAGE_BYTES": 65536.0}, "relay.E003"),
+        ({"RELAY_MAX_MESSAGE_BYTES": True}, "relay.E003"),
+        ({"RELAY_TOKEN_SECRET": "short"}, "relay.E004"),
+        ({"RELAY_TOKEN_SECRET": "s" * 31}, "relay.E004"),
+        ({"RELAY_TOKEN_SECRET": b"s" * 40}, "relay.E004"),
+        ({"RELAY_TOKEN_SECRET": 12345678901234567890123456789012345}, "relay.E004"),
+        ({"RELAY_TOKEN_SECRET": None, "SECRET_KEY": "too-short-secret-key"}, "relay.E004"),
+        ({"RELAY_TOKEN_LEEWAY": -1}, "relay.E005"),
+        ({"RELAY_TOKEN_LEEWAY": "10"}, "relay.E005"),
+        ({"RELAY_TOKEN_LEEWAY": True}, "relay.E005"),
+        ({"RELAY_TOKEN_LEEWAY": None}, "relay.E005"),
+        ({"RELAY_ALLOWED_ORIGINS": "example.com"}, "relay.E006"),
+        ({"RELAY_ALLOWED_ORIGINS": ["example.com", 1]}, "relay.E006"),
+        ({"RELAY_ALLOWED_ORIGINS": [b"example.com"]}, "relay.E006"),
+        ({"RELAY_ALLOWED_ORIGINS": 5}, "relay.E006"),
+        ({"RELAY_SEND_POLICY": "relay.policies.NoSuchPolicy"}, "relay.E007"),
+        ({"RELAY_SEND_POLICY": "no_such_module.Policy"}, "relay.E007"),
+        ({"RELAY_SEND_POLICY": "SameIdOnly"}, "relay.E007"),
+        ({"RELAY_SEND_POLICY": ""}, "relay.E007"),
+        ({"RELAY_SEND_POLICY": None}, "relay.E007"),
+        ({"RELAY_SEND_POLICY": "relay.protocol.SUBPROTOCOL_V1"}, "relay.E007"),  # imports, but is not callable
+        ({"RELAY_RATE_LIMIT": "fast"}, "relay.E008"),
+        ({"RELAY_RATE_LIMIT": "50"}, "relay.E008"),
+        ({"RELAY_RATE_LIMIT": "50/x"}, "relay.E008"),
+        ({"RELAY_RATE_LIMIT": "fifty/s"}, "relay.E008"),
+        ({"RELAY_RATE_LIMIT": "50/"}, "relay.E008"),
+        ({"RELAY_RATE_LIMIT": 50}, "relay.E008"),
+        ({"RELAY_RATE_LIMIT": "0/s"}, "relay.E008"),
+        ({"RELAY_RATE_LIMIT": "-5/s"}, "relay.E008"),
+        ({"RELAY_RATE_BURST": 0}, "relay.E009"),
+        ({"RELAY_RATE_BURST": -1}, "relay.E009"),
+        ({"RELAY_RATE_BURST": "10"}, "relay.E009"),
+        ({"RELAY_RATE_BURST": True}, "relay.E009"),
+        ({"RELAY_RATE_LIMIT_CLOSE_AFTER": 0}, "relay.E010"),
+        ({"RELAY_RATE_LIMIT_CLOSE_AFTER": "50"}, "relay.E010"),
+        ({"RELAY_RATE_LIMIT_CLOSE_AFTER": None}, "relay.E010"),
+        ({"RELAY_REDIS_URL": "http://localhost:6379"}, "relay.E011"),
+        ({"RELAY_REDIS_URL": "localhost:6379"}, "relay.E011"),
+        ({"RELAY_REDIS_URL": 6379}, "relay.E011"),
+        ({"RELAY_REDIS_PREFIX": ""}, "relay.E012"),
+        ({"RELAY_REDIS_PREFIX": None}, "relay.E012"),
+        ({"RELAY_REDIS_PREFIX": 5}, "relay.E012"),
+        ({"RELAY_PRESENCE_TTL": 0}, "relay.E013"),
+        ({"RELAY_PRESENCE_TTL": "30"}, "relay.E013"),
+        ({"RELAY_PRESENCE_TTL": 30.0}, "relay.E013"),
+        ({"RELAY_PRESENCE_HEARTBEAT": 30}, "relay.E013"),
+        ({"RELAY_PRESENCE_HEARTBEAT": 0}, "relay.E013"),
+        ({"RELAY_PRESENCE_HEARTBEAT": "10"}, "relay.E013"),
+        ({"RELAY_PRESENCE_TTL": 5, "RELAY_PRESENCE_HEARTBEAT": 10}, "relay.E013"),
+    ],
+    ids=describe,
+)
+def test_wrong_value_is_exactly_one_error(overrides, error_id):
+    with override_settings(**overrides):
+        errors = check_settings()
+    assert ids(errors) == [error_id]
+    assert all(isinstance(error, checks.Error) for error in errors)
+
+
+def test_errors_name_the_setting_and_say_how_to_fix():
+    with override_settings(RELAY_RATE_LIMIT="fast"):
+        (error,) = check_settings()
+    assert "RELAY_RATE_LIMIT" in error.msg
+    assert "'fast'" in error.msg
+    assert error.hint == 'Write it as "<frames>/<s|m|h|d>" with a positive number, e.g. "50/s", or None for no limit.'
+
+
+def test_several_wrong_settings_give_several_errors():
+    with override_settings(RELAY_ALLOW_QUERY_ID="yes", RELAY_MAX_TARGETS=0, RELAY_RATE_BURST=0):
+        assert ids(check_settings()) == ["relay.E001", "relay.E002", "relay.E009"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warning_ids"),
+    [
+        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": ["example.com"]}, []),
+        ({"RELAY_ALLOW_QUERY_ID": True, "RELAY_ALLOWED_ORIGINS": ["example.com"]}, ["relay.W001"]),
+        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": ["example.com", "*"]}, ["relay.W002"]),
+        ({"RELAY_ALLOW_QUERY_ID": True, "RELAY_ALLOWED_ORIGINS": ["*"]}, ["relay.W001", "relay.W002"]),
+        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": None, "ALLOWED_HOSTS": ["*"]}, ["relay.W002"]),
+    ],
+)
+def test_deploy_warnings(overrides, warning_ids):
+    with override_settings(**overrides):
+        warnings = check_deploy()
+    assert ids(warnings) == warning_ids
+    assert all(isinstance(warning, checks.Warning) for warning in warnings)
+
+
+def test_checks_are_registered():
+    with override_settings(RELAY_MAX_TARGETS=0, RELAY_ALLOW_QUERY_ID=True):
+        assert ids(checks.run_checks(tags=["relay"])) == ["relay.E002"]
+        assert set(ids(checks.run_checks(tags=["relay"], include_deployment_checks=True))) == {
+            "relay.E002",
+            "relay.W001",
+        }
