@@ -7,7 +7,10 @@ cannot say under daphne:
 - how many bytes the socket has not sent yet: ``websocket.send`` never waits, so what
   a client does not read piles up in Twisted's write buffer (slow clients);
 - closing with the RFC 6455 codes 1001, 1008 and 1013: autobahn's ``sendClose``, which
-  daphne's ``websocket.close`` calls, only allows 1000 and 3000-4999 (django/daphne#374).
+  daphne's ``websocket.close`` calls, only allows 1000 and 3000-4999 (django/daphne#374);
+- telling a client why its connection failed: daphne leaves autobahn's ``failByDrop``
+  on, so a frame over daphne's size limit drops the TCP connection (the client sees
+  1006) instead of closing with 1009.
 
 Under another server ``server_connection`` returns None: the relay then closes through
 ASGI and does not bound the send buffer (README, "Slow clients").
@@ -22,6 +25,7 @@ class ServerConnection:
     def __init__(self, protocol: Any) -> None:
         self._protocol = protocol
         self._transport = protocol.transport
+        protocol.failByDrop = False  # send the close code (1009, 1002, ...) before dropping
 
     def pending_bytes(self) -> int:
         """Bytes written to the socket's buffer and not yet sent to the client."""

@@ -1,0 +1,417 @@
+"""Fixtures for end-to-end tests: real daphne processes, WebSocket clients, ``relay_send``.
+
+The servers run the deployable site (``relayproject.settings``, not ``tests.settings``)
+the way ``make run`` does, on a free port, with their output in a log file per server.
+Tests that use Redis share the one at ``REDIS_URL``, so every client id is unique to its
+test (``uid``/``numeric_id``): leftovers or a parallel run cannot interfere.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import connect as sync_ws_connect
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # the venv's bin: pytest runs as .venv/bin/python -m pytest
+DAPHNE = BIN / "daphne" if (BIN / "daphne").exists() else REPO / ".venv" / "bin" / "daphne"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+TEST_SECRET = "e2e-tests-only-secret-key-long-enough-for-hs256-signing"
+SUBPROTOCOL_V1 = "relay.v1"
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 5.0
+RECV_TIMEOUT = 5.0
+
+# Environment that would change what the site does; each server gets exactly what it needs.
+_SITE_ENV = ("DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "REDIS_URL", "DATABASE_URL")
+
+
+# --- Redis: fail, never skip -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis at REDIS_URL; a test that needs it FAILS (does not skip) when none answers."""
+    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        pytest.fail(
+            f"No Redis answers at REDIS_URL={url} ({exc}). The end-to-end tests that use Redis "
+            "need one: start redis-server or set REDIS_URL. They fail rather than skip.",
+            pytrace=False,
+        )
+    return url
+
+
+# --- daphne servers --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One daphne process serving ``relayproject.asgi:application``."""
+
+    def __init__(
+        self, name: str, port: int, env: dict[str, str], log_path: Path, daphne_args: tuple[str, ...] = ()
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.env = env
+        self.log_path = log_path
+        self._log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                str(DAPHNE),
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--websocket_timeout",
+                "-1",
+                *daphne_args,
+                "relayproject.asgi:application",
+            ],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Server {self.name} :{self.port} redis={'REDIS_URL' in self.env}>"
+
+    @property
+    def uses_redis(self) -> bool:
+        return "REDIS_URL" in self.env
+
+    def url(self, query: str = "", path: str = "/ws") -> str:
+        """The WebSocket URL of ``path`` with a raw query string (``id=1``)."""
+        return f"ws://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
+
+    @property
+    def log(self) -> str:
+        """Everything the server wrote to stdout and stderr so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_lines(self, needle: str) -> list[str]:
+        """The log lines that contain ``needle``."""
+        return [line for line in self.log.splitlines() if needle in line]
+
+    def events(self, event: str, **fields: str) -> list[dict[str, str]]:
+        """The relay's ``event=<event> key=value ...`` log lines whose fields match, parsed.
+
+        ``server.events("disconnect", client="alice")``; the relay logs one such line per
+        connect, disconnect, refused handshake (``refused``) and refused frame (``frame_refused``).
+        """
+        found = []
+        for line in self.log.splitlines():
+            parsed = dict(token.split("=", 1) for token in line.split() if "=" in token)
+            if parsed.get("event") == event and all(parsed.get(key) == str(value) for key, value in fields.items()):
+                found.append(parsed)
+        return found
+
+    async def wait_for_events(self, event: str, count: int = 1, timeout: float = 5.0, **fields: str) -> list[dict]:
+        """Wait (without blocking the test's event loop) until ``count`` such events are logged.
+
+        Returns them; the caller asserts on them.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(event, **fields)
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.05)
+
+    def wait_ready(self) -> None:
+        """Wait until the port accepts and a WebSocket handshake succeeds."""
+        deadline = time.monotonic() + START_TIMEOUT
+        probe = self.url(f"id=e2e-probe-{uuid.uuid4().hex[:12]}")
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self} exited with {self.process.returncode}:\n{self.log}")
+            try:
+                with sync_ws_connect(probe, open_timeout=2, proxy=None, compression=None):
+                    return
+            except InvalidStatus as exc:  # the server is up, and refused or failed the handshake
+                raise RuntimeError(f"{self} answered the probe handshake with {exc}:\n{self.log}") from None
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                last_error = exc
+                time.sleep(0.1)
+        raise RuntimeError(f"{self} did not accept a WebSocket in {START_TIMEOUT}s ({last_error!r}):\n{self.log}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a few seconds; close the log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+#: Servers started and not yet stopped, for the per-test traceback check.
+LIVE_SERVERS: list[Server] = []
+
+
+def traceback_report(server: Server, text: str) -> str:
+    return f"{server} logged a traceback ({server.log_path}):\n{text[-6000:]}"
+
+
+def site_env(**settings: str) -> dict[str, str]:
+    """This process's environment minus anything that configures the site, plus ``settings``.
+
+    The site always runs as ``make run`` runs it: ``relayproject.settings`` with DEBUG on.
+    """
+    env = {key: value for key, value in os.environ.items() if key not in _SITE_ENV and not key.startswith("RELAY_")}
+    env.update(DJANGO_SETTINGS_MODULE="relayproject.settings", DEBUG="1", SECRET_KEY=TEST_SECRET, PYTHONUNBUFFERED="1")
+    env.update(settings)
+    return env
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    """A migrated SQLite database for the servers and commands (``make run`` migrates too)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'relay.sqlite3'}"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        check=False,
+        cwd=REPO,
+        env=site_env(DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"manage.py migrate failed:\n{result.stdout}\n{result.stderr}"
+    return url
+
+
+@pytest.fixture(scope="module")
+def start_server(request, tmp_path_factory, database_url) -> Iterator[Callable[..., Server]]:
+    """Factory: ``start_server(redis=True, name="a", env={...})`` starts a ready daphne process.
+
+    ``redis=False`` leaves REDIS_URL unset (the in-memory layer, as ``make run``); ``env``
+    adds or overrides environment variables (``RELAY_*`` from the outer environment are
+    dropped, so every server starts from the site's defaults); ``daphne_args`` adds daphne
+    flags. All servers started in a module stop when it ends, and their logs must hold no
+    traceback.
+    """
+    servers: list[Server] = []
+    log_dir = tmp_path_factory.mktemp("daphne")
+
+    def start(
+        *,
+        redis: bool = True,
+        name: str = "server",
+        env: dict[str, str] | None = None,
+        daphne_args: tuple[str, ...] = (),
+    ) -> Server:
+        settings = {"DATABASE_URL": database_url}
+        if redis:
+            settings["REDIS_URL"] = request.getfixturevalue("redis_url")
+        server_env = site_env(**{**settings, **(env or {})})
+        server = Server(name, free_port(), server_env, log_dir / f"{name}-{len(servers)}.log", daphne_args)
+        servers.append(server)
+        LIVE_SERVERS.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+
+    for server in servers:
+        server.stop()
+        LIVE_SERVERS.remove(server)
+    problems = [traceback_report(s, s.log) for s in servers if "Traceback" in s.log]
+    assert not problems, "\n\n".join(problems)
+
+
+@pytest.fixture(autouse=True)
+def no_new_tracebacks() -> Iterator[None]:
+    """Fail the test during which a running server logged a traceback."""
+    before = {id(server): len(server.log) for server in LIVE_SERVERS}
+    yield
+    problems = []
+    for server in LIVE_SERVERS:
+        new = server.log[before.get(id(server), 0) :]
+        if "Traceback" in new:
+            problems.append(traceback_report(server, new))
+    assert not problems, "\n\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def server(start_server) -> Server:
+    """A daphne process on the shared Redis."""
+    return start_server(name="a")
+
+
+#: For tests that send far more than the default per-connection rate limit (50/s, burst 100).
+NO_RATE_LIMIT = {"RELAY_RATE_LIMIT": "off"}
+
+
+@pytest.fixture(scope="module")
+def memory_server(start_server) -> Server:
+    """A daphne process with REDIS_URL unset: the in-memory layer, one process only."""
+    return start_server(redis=False, name="memory")
+
+
+# --- client ids ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def uid() -> Callable[[str], str]:
+    """``uid("alice")``: a client id unique to this test run (``e2e-<hex>-alice``)."""
+    prefix = f"e2e-{uuid.uuid4().hex[:12]}"
+    return lambda name="": f"{prefix}-{name}" if name else prefix
+
+
+def numeric_id() -> int:
+    """A random all-digit client id, for the ``2`` / ``"2"`` cases."""
+    return uuid.uuid4().int % 10**15 + 10**14
+
+
+# --- WebSocket clients -----------------------------------------------------------------
+
+
+class Client:
+    """A WebSocket client of the relay: send JSON, receive with a timeout."""
+
+    def __init__(self, ws: ClientConnection, client_id: str) -> None:
+        self.ws = ws
+        self.client_id = client_id
+
+    def __repr__(self) -> str:
+        return f"<Client {self.client_id} subprotocol={self.subprotocol}>"
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self.ws.subprotocol
+
+    async def send_json(self, data: Any) -> None:
+        await self.ws.send(json.dumps(data))
+
+    async def send_text(self, text: str) -> None:
+        await self.ws.send(text, text=True)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.ws.send(data, text=False)
+
+    async def recv_text(self, timeout: float = RECV_TIMEOUT) -> str:
+        """The next frame, which must be a text frame, within ``timeout`` seconds."""
+        try:
+            frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"{self} received nothing within {timeout}s") from None
+        assert isinstance(frame, str), f"{self} received a binary frame: {frame[:200]!r}"
+        return frame
+
+    async def recv_json(self, timeout: float = RECV_TIMEOUT) -> Any:
+        return json.loads(await self.recv_text(timeout))
+
+    async def recv_many(self, count: int, timeout: float = RECV_TIMEOUT) -> list[Any]:
+        """The next ``count`` frames as JSON, all within ``timeout`` seconds."""
+
+        async def collect() -> list[Any]:
+            return [json.loads(await self.ws.recv()) for _ in range(count)]
+
+        try:
+            return await asyncio.wait_for(collect(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"{self} did not receive {count} frames within {timeout}s") from None
+
+    async def assert_silent(self, seconds: float = 0.3) -> None:
+        """Assert that nothing arrives within ``seconds`` (cancelling recv() loses nothing)."""
+        try:
+            frame = await asyncio.wait_for(self.ws.recv(), seconds)
+        except TimeoutError:
+            return
+        raise AssertionError(f"{self} received an unexpected frame: {frame[:500]!r}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def assert_all_silent(clients: list[Client], seconds: float = 0.3) -> None:
+    """Assert that none of ``clients`` receives anything within ``seconds``."""
+    await asyncio.gather(*(client.assert_silent(seconds) for client in clients))
+
+
+def open_ws(server: Server, query: str = "", *, path: str = "/ws", subprotocols: list[str] | None = None):
+    """The ``websockets`` connect call for a server (an awaitable and async context manager)."""
+    return ws_connect(
+        server.url(query, path),
+        subprotocols=subprotocols,
+        proxy=None,
+        compression=None,
+        open_timeout=5,
+        close_timeout=2,
+    )
+
+
+@pytest.fixture
+async def connect():
+    """Factory: ``await connect(server, client_id, subprotocol="relay.v1", path="/ws")``.
+
+    Every client it opens is closed after the test.
+    """
+    clients: list[Client] = []
+
+    async def _connect(
+        server: Server, client_id: str | int, *, subprotocol: str | None = None, path: str = "/ws"
+    ) -> Client:
+        ws = await open_ws(server, f"id={client_id}", path=path, subprotocols=[subprotocol] if subprotocol else None)
+        client = Client(ws, str(client_id))
+        clients.append(client)
+        return client
+
+    yield _connect
+    for client in clients:
+        try:
+            await client.close()
+        except ConnectionClosed:
+            pass
+
+
+# --- manage.py relay_send --------------------------------------------------------------
+
+
+def run_relay_send_sync(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python manage.py relay_send ARGS`` with the server's environment."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "relay_send", *args],
+        check=False,
+        cwd=REPO,
+        env=server.env,
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def run_relay_send(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``run_relay_send_sync`` in a thread, so the test's clients keep being served."""
+    return await asyncio.to_thread(run_relay_send_sync, server, *args, stdin=stdin)
