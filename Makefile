@@ -12,7 +12,7 @@ PORT ?= 8000
 # 128 KiB (twice RELAY_MAX_MESSAGE_BYTES) refused by daphne before they are buffered.
 DAPHNE_FLAGS ?= --websocket_timeout -1 --websocket-max-message-size 131072 --websocket-max-frame-size 131072
 
-.PHONY: run test bench venv clean
+.PHONY: run test lint bench soak venv clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: venv
 	@$(PY) -c "import redis, sys; redis.Redis.from_url('$(REDIS_URL)', socket_connect_timeout=2).ping()" 2>/dev/null \
 	  || { echo "make test: no Redis answers at REDIS_URL=$(REDIS_URL). Start one (redis-server) or set REDIS_URL." >&2; exit 1; }
 	REDIS_URL=$(REDIS_URL) $(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check relay relayproject bench tests
+	$(VENV)/bin/ruff format --check relay relayproject bench tests
 
 bench: venv
 	REDIS_URL=$(REDIS_URL) $(PY) bench/run.py

@@ -32,7 +32,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if plain is not None:
             messages.warning(
-                request, f"The key for {obj.name} is {plain} — copy it now: it is not stored and will not be shown again."
+                request,
+                f"The key for {obj.name} is {plain} — copy it now: it is not stored and will not be shown again.",
             )
 
     @admin.action(description="Revoke the selected keys")

@@ -55,7 +55,7 @@ class RedisBus:
             self._subscriber.write(encode_command(b"SUBSCRIBE", channel))
         try:
             await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_WAIT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("bus: Redis did not confirm the subscription for client=%s in time", client_id)
 
     def unsubscribe(self, client_id: str) -> None:

@@ -21,7 +21,9 @@ def check_settings(app_configs=None, **kwargs) -> list:
     if not _positive_int(conf.RELAY_MAX_TARGETS):
         errors.append(Error("RELAY_MAX_TARGETS must be a positive integer, e.g. 100.", id="relay.E002"))
     if not _positive_int(conf.RELAY_MAX_MESSAGE_BYTES):
-        errors.append(Error("RELAY_MAX_MESSAGE_BYTES must be a positive integer of bytes, e.g. 65536.", id="relay.E003"))
+        errors.append(
+            Error("RELAY_MAX_MESSAGE_BYTES must be a positive integer of bytes, e.g. 65536.", id="relay.E003")
+        )
     secret = conf.RELAY_TOKEN_SECRET
     if not isinstance(secret, str) or len(secret) < 32:
         errors.append(
@@ -35,9 +37,7 @@ def check_settings(app_configs=None, **kwargs) -> list:
     if not isinstance(leeway, (int, float)) or isinstance(leeway, bool) or leeway < 0:
         errors.append(Error("RELAY_TOKEN_LEEWAY must be a number of seconds >= 0, e.g. 10.", id="relay.E005"))
     origins = getattr(settings, "RELAY_ALLOWED_ORIGINS", None)
-    if origins is not None and (
-        not isinstance(origins, (list, tuple)) or not all(isinstance(o, str) for o in origins)
-    ):
+    if origins is not None and (not isinstance(origins, (list, tuple)) or not all(isinstance(o, str) for o in origins)):
         errors.append(
             Error(
                 "RELAY_ALLOWED_ORIGINS must be a list of strings.",

@@ -57,7 +57,9 @@ class RelayConsumer(AsyncConsumer):
             await self.base_send({"type": "websocket.close"})
             return
         layer = get_channel_layer(self.channel_layer_alias)
-        membership = GroupMembership(layer, protocol.group_for(self.client_id), self.handle_layer_event) if layer else None
+        membership = (
+            GroupMembership(layer, protocol.group_for(self.client_id), self.handle_layer_event) if layer else None
+        )
         opened = time.monotonic()
         accepted = False
         code = None
@@ -164,7 +166,9 @@ class RelayConsumer(AsyncConsumer):
     async def refuse_over_limit(self) -> None:
         """Refuse a frame over the rate limit; close with 1008 a client that keeps going."""
         if self.bucket.refused_in_a_row > conf.RELAY_RATE_LIMIT_CLOSE_AFTER:
-            logger.warning("event=close client=%s code=1008 reason=%s", self.client_id, "kept sending over the rate limit")
+            logger.warning(
+                "event=close client=%s code=1008 reason=%s", self.client_id, "kept sending over the rate limit"
+            )
             await self.close(CLOSE_POLICY_VIOLATION)
             return
         error = protocol.ProtocolError(

@@ -19,9 +19,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-CONNECTIONS_OPEN = Gauge(
-    "relay_connections_open", "WebSocket connections open now.", multiprocess_mode="livesum"
-)
+CONNECTIONS_OPEN = Gauge("relay_connections_open", "WebSocket connections open now.", multiprocess_mode="livesum")
 CONNECTS = Counter("relay_connects_total", "WebSocket connections accepted.")
 DISCONNECTS = Counter("relay_disconnects_total", "WebSocket connections ended, by reason.", ["reason"])
 HANDSHAKES_REFUSED = Counter("relay_handshakes_refused_total", "Handshakes refused with 403, by reason.", ["reason"])

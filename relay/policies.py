@@ -5,8 +5,8 @@ the setting is its dotted path. A refused target gets the error ``forbidden`` an
 frame's other targets still get the message.
 """
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 from django.utils.module_loading import import_string
 

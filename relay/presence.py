@@ -53,7 +53,7 @@ def _redis_connections(client: redis.Redis, prefix: str, client_ids: Iterable[st
             pipe.hmget(node_key(prefix, node), ids)
     counts: dict[str, int] = {}
     for reply in pipe.execute() if alive and ids != [] else ():
-        pairs = reply.items() if isinstance(reply, dict) else zip(ids, reply)
+        pairs = reply.items() if isinstance(reply, dict) else zip(ids, reply, strict=True)
         for client_id, n in pairs:
             if n:
                 counts[client_id] = counts.get(client_id, 0) + int(n)

@@ -116,9 +116,7 @@ def parse_targets(raw_targets: Any, max_targets: int, ref: Any = None) -> tuple[
             )
         targets[target] = None
     if len(targets) > max_targets:
-        raise ProtocolError(
-            TOO_MANY_TARGETS, f"{len(targets)} targets; at most {max_targets} are allowed.", ref
-        )
+        raise ProtocolError(TOO_MANY_TARGETS, f"{len(targets)} targets; at most {max_targets} are allowed.", ref)
     return tuple(targets)
 
 

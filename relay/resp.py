@@ -140,7 +140,7 @@ class RedisLink:
             self._lost.clear()
             try:
                 await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 if failures == 0:
                     logger.warning("redis %s: cannot connect (%s); retrying", self.name, exc)
                 await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])

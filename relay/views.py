@@ -116,8 +116,6 @@ async def presence_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"online": [i for i in ids if i in counts], "connections": counts})
 
 
-
-
 async def not_found(request: HttpRequest) -> JsonResponse:
     """404 in JSON for any other path under the API."""
     return error(404, "not_found", "No such endpoint: see the README's 'HTTP API'.")

@@ -156,7 +156,9 @@ if os.environ.get("RELAY_TOKEN_SECRET"):
 if os.environ.get("RELAY_METRICS_TOKEN"):
     RELAY_METRICS_TOKEN = os.environ["RELAY_METRICS_TOKEN"]
 if "RELAY_RATE_LIMIT" in os.environ:
-    RELAY_RATE_LIMIT = None if os.environ["RELAY_RATE_LIMIT"].lower() in {"", "none", "off"} else os.environ["RELAY_RATE_LIMIT"]
+    RELAY_RATE_LIMIT = (
+        None if os.environ["RELAY_RATE_LIMIT"].lower() in {"", "none", "off"} else os.environ["RELAY_RATE_LIMIT"]
+    )
 
 # HTTPS hardening for production (DEBUG off); nginx terminates TLS and says so.
 if not DEBUG:

@@ -31,7 +31,12 @@ def test_sends_to_every_target_and_records_it(recording_layer, monkeypatch):
     assert recording_layer.sent == [("relay.bob", event({"a": [1, None]})), ("relay.2", event({"a": [1, None]}))]
     assert output == "Sent to 2 target(s), 0 online: bob, 2\n"
     entry = AuditEntry.objects.get()
-    assert (entry.source, entry.targets, entry.online, entry.size) == ("command", ["bob", "2"], 0, len('{"a":[1,null]}'))
+    assert (entry.source, entry.targets, entry.online, entry.size) == (
+        "command",
+        ["bob", "2"],
+        0,
+        len('{"a":[1,null]}'),
+    )
 
 
 @pytest.mark.django_db

@@ -5,7 +5,6 @@ import json
 import pytest
 
 import relay
-
 from relay.policies import AllowAll, SameIdOnly, load_policy, send_policy
 
 from .conftest import frame, send_text

@@ -100,9 +100,7 @@ def test_send_when_the_channel_layer_is_unavailable(api_key, monkeypatch):
 
     monkeypatch.setattr("relay.api.asend", unreachable)
     response = post(Client(), frame(["bob"], 1), api_key)
-    assert_json_error(
-        response, 503, "unavailable", "The relay cannot reach its channel layer now; try again later."
-    )
+    assert_json_error(response, 503, "unavailable", "The relay cannot reach its channel layer now; try again later.")
     assert AuditEntry.objects.count() == 0
 
 

@@ -4,45 +4,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text="Who uses this key, e.g. 'billing-service'.", max_length=100, unique=True)),
-                ('prefix', models.CharField(editable=False, max_length=16, unique=True)),
-                ('key_hash', models.CharField(editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, editable=False, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Who uses this key, e.g. 'billing-service'.", max_length=100, unique=True
+                    ),
+                ),
+                ("prefix", models.CharField(editable=False, max_length=16, unique=True)),
+                ("key_hash", models.CharField(editable=False, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, editable=False, null=True)),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['name'],
+                "verbose_name": "API key",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('source', models.CharField(choices=[('admin', 'Django admin'), ('command', 'relay_send command'), ('api', 'HTTP API')], max_length=16)),
-                ('actor', models.CharField(help_text='The staff user, API key or OS user that pushed.', max_length=150)),
-                ('targets', models.JSONField()),
-                ('online', models.PositiveIntegerField(help_text='How many targets had a connection open.')),
-                ('size', models.PositiveIntegerField(help_text="Bytes of the payload's JSON.")),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("admin", "Django admin"), ("command", "relay_send command"), ("api", "HTTP API")],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "actor",
+                    models.CharField(help_text="The staff user, API key or OS user that pushed.", max_length=150),
+                ),
+                ("targets", models.JSONField()),
+                ("online", models.PositiveIntegerField(help_text="How many targets had a connection open.")),
+                ("size", models.PositiveIntegerField(help_text="Bytes of the payload's JSON.")),
             ],
             options={
-                'verbose_name': 'push',
-                'verbose_name_plural': 'audit log of pushes',
-                'ordering': ['-created_at'],
-                'permissions': [('send_message', 'Can send messages to clients from the admin')],
+                "verbose_name": "push",
+                "verbose_name_plural": "audit log of pushes",
+                "ordering": ["-created_at"],
+                "permissions": [("send_message", "Can send messages to clients from the admin")],
             },
         ),
     ]

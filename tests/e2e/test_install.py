@@ -85,7 +85,10 @@ def test_wheel_installs_into_an_existing_site_and_relays(wheel, tmp_path, python
     try:
         wait_for_port(port)
         url = f"ws://127.0.0.1:{port}/ws?id="
-        with connect(url + "alice", proxy=None) as alice, connect(url + "bob", subprotocols=["relay.v1"], proxy=None) as bob:
+        with (
+            connect(url + "alice", proxy=None) as alice,
+            connect(url + "bob", subprotocols=["relay.v1"], proxy=None) as bob,
+        ):
             alice.send(json.dumps({"targets": ["bob"], "payload": {"hello": "from the wheel"}}))
             delivered = json.loads(bob.recv(timeout=5))
             assert delivered == {"type": "message", "from": "alice", "payload": {"hello": "from the wheel"}}

@@ -4,7 +4,6 @@ import getpass
 import sys
 
 import redis
-
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
@@ -41,5 +40,7 @@ class Command(BaseCommand):
             online = api.send(targets, payload)
         except (OSError, redis.RedisError) as exc:
             raise CommandError(f"Cannot reach the channel layer (Redis): {exc}") from None
-        AuditEntry.record(AuditEntry.Source.COMMAND, getpass.getuser(), list(targets), online, len(protocol.dumps(payload)))
+        AuditEntry.record(
+            AuditEntry.Source.COMMAND, getpass.getuser(), list(targets), online, len(protocol.dumps(payload))
+        )
         self.stdout.write(f"Sent to {len(targets)} target(s), {online} online: {', '.join(targets)}")
