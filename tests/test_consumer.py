@@ -178,10 +178,11 @@ async def test_v1_binary_frame_error_has_no_ref(connect):
     assert error == {"type": "error", "code": "binary_not_supported", "detail": error["detail"]}
 
 
-async def test_limits_are_read_from_settings_at_frame_time(connect, settings):
-    sender = await connect("a")
+async def test_limits_are_read_from_settings_when_the_connection_opens(connect, settings):
     settings.RELAY_MAX_TARGETS = 2
     settings.RELAY_MAX_MESSAGE_BYTES = 100
+    sender = await connect("a")
+    settings.RELAY_MAX_TARGETS = 100  # later changes apply to later connections
     await send_text(sender, frame(["a", "b", "c"], 1))
     assert error_of(await sender.receive_from(), None)[0] == protocol.TOO_MANY_TARGETS
     await send_text(sender, frame(["a"], "é" * 40))  # under 100 characters, over 100 bytes

@@ -150,12 +150,13 @@ async def test_policy_does_not_apply_to_server_pushes(connect, settings):
     assert await bob.receive_from() == '"from the server"'
 
 
-async def test_policy_is_read_at_frame_time(connect, settings):
+async def test_policy_is_read_when_the_connection_opens(connect, settings):
     alice = await connect("alice")
     bob = await connect("bob")
-    await send_text(alice, frame(["bob"], 1))
-    assert await bob.receive_from() == "1"
     settings.RELAY_SEND_POLICY = "relay.policies.SameIdOnly"
-    await send_text(alice, frame(["bob"], 2))
-    assert json.loads(await alice.receive_from())["error"]["code"] == "forbidden"
+    await send_text(alice, frame(["bob"], 1))
+    assert await bob.receive_from() == "1"  # alice connected under AllowAll
+    later = await connect("alice")
+    await send_text(later, frame(["bob"], 2))
+    assert json.loads(await later.receive_from())["error"]["code"] == "forbidden"
     assert await bob.receive_nothing(timeout=0.01)

@@ -415,3 +415,203 @@ def run_relay_send_sync(server: Server, *args: str, stdin: str | None = None) ->
 async def run_relay_send(server: Server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """``run_relay_send_sync`` in a thread, so the test's clients keep being served."""
     return await asyncio.to_thread(run_relay_send_sync, server, *args, stdin=stdin)
+
+
+# --- A private Redis and plain HTTP, for the fault and operations tests -----------------
+#
+# The shared Redis at REDIS_URL is never stopped: a test that takes Redis away starts its
+# own redis-server on a free port (``private_redis()``) and points servers at it with
+# ``env={"REDIS_URL": redis.url}``.
+
+import hashlib  # noqa: E402 - this section is appended to the file
+import http.client  # noqa: E402
+from base64 import b64encode  # noqa: E402
+
+REDIS_SERVER = "redis-server"
+
+
+class PrivateRedis:
+    """A redis-server of one test's own, on its own port; stop() and start() it at will."""
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def __repr__(self) -> str:
+        return f"<PrivateRedis :{self.port} pid={self.process.pid if self.process else None}>"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        """Start redis-server (no persistence) on this port and wait until it answers PING."""
+        assert not self.running, f"{self} is running already"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5) as client:
+                    client.ping()
+                return
+            except (redis.RedisError, OSError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{self} did not start:\n{self.log_path.read_text()}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM redis-server (it saves nothing) and wait until it is gone."""
+        if self.running:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory) -> Iterator[Callable[[], PrivateRedis]]:
+    """Factory: ``private_redis()`` starts a redis-server on a free port, stopped after the test.
+
+    At teardown the servers that use it are stopped first, so that none outlives its Redis.
+    """
+    started: list[PrivateRedis] = []
+    log_dir = tmp_path_factory.mktemp("redis")
+
+    def start() -> PrivateRedis:
+        instance = PrivateRedis(free_port(), log_dir / f"redis-{len(started)}.log")
+        started.append(instance)
+        instance.start()
+        return instance
+
+    yield start
+
+    for instance in started:
+        for server in list(LIVE_SERVERS):
+            if server.env.get("REDIS_URL") == instance.url:
+                server.stop()
+        instance.stop()
+
+
+class HttpResponse:
+    """Status, headers and body of one HTTP answer."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<HttpResponse {self.status} {self.body[:300]!r}>"
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_get_sync(server: Server, path: str, headers: dict[str, str] | None = None) -> HttpResponse:
+    """GET ``path`` from a server; any status is an answer, not an exception."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return HttpResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        connection.close()
+
+
+async def http_get(server: Server, path: str, headers: dict[str, str] | None = None) -> HttpResponse:
+    """``http_get_sync`` in a thread, so the test's WebSocket clients keep being served."""
+    return await asyncio.to_thread(http_get_sync, server, path, headers)
+
+
+def run_manage_sync(server: Server, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python manage.py ARGS`` with a server's environment (settings, database, Redis)."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        check=False,
+        cwd=REPO,
+        env=server.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def create_api_key(server: Server) -> str:
+    """A fresh key for the HTTP API (``manage.py relay_apikey create``), in the server's database."""
+    name = f"e2e-{uuid.uuid4().hex[:12]}"
+    result = await asyncio.to_thread(run_manage_sync, server, "relay_apikey", "create", name)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+async def presence_of(server: Server, api_key: str, ids: list[str]) -> dict[str, int]:
+    """Open connections per online id of ``ids``, from ``GET /relay/api/presence``."""
+    response = await http_get(
+        server, "/relay/api/presence?ids=" + ",".join(ids), {"Authorization": f"Bearer {api_key}"}
+    )
+    assert response.status == 200, response
+    return response.json()["connections"]
+
+
+async def read_metrics(server: Server, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """``GET /relay/metrics`` (which must answer 200) as ``{'name{labels}': value}``."""
+    response = await http_get(server, "/relay/metrics", headers)
+    assert response.status == 200, response
+    assert response.headers["content-type"].startswith("text/plain; version="), response.headers
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            sample, _, value = line.rpartition(" ")
+            samples[sample] = float(value)
+    return samples
+
+
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def raw_websocket(port: int, query: str, receive_buffer: int | None = None) -> tuple[socket.socket, bytes]:
+    """A WebSocket handshake by hand on a plain socket; returns the socket and the HTTP answer.
+
+    With ``receive_buffer`` the socket's SO_RCVBUF is set before connecting (no autotuning),
+    so a client that never reads stops the server's writes after a few kilobytes.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    key = b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws{'?' + query if query else ''} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    answer = b""
+    while not answer.endswith(b"\r\n\r\n"):  # byte by byte: read nothing past the headers
+        byte = sock.recv(1)
+        if not byte:
+            break
+        answer += byte
+    accept = b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+    if answer.startswith(b"HTTP/1.1 101 "):
+        assert f"\r\nSec-WebSocket-Accept: {accept}\r\n".encode() in answer, answer
+    return sock, answer
