@@ -84,8 +84,6 @@ class RelayConsumer(AsyncConsumer):
             )
             code = await self.receive_frames(receive)
         finally:
-            if self.in_hub:
-                self.leave_hub()
             if membership is not None:
                 await membership.leave()
             if accepted:
@@ -99,6 +97,9 @@ class RelayConsumer(AsyncConsumer):
                     metrics.disconnect_reason(code),
                     time.monotonic() - opened,
                 )
+            # Last, so that a draining shutdown also waits for the group removal above.
+            if self.in_hub:
+                self.leave_hub()
 
     async def accept(self) -> None:
         """Complete the handshake, with the subprotocol the client asked for if we speak it."""

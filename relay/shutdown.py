@@ -46,9 +46,9 @@ def install(hub) -> None:
 async def drain_then_stop(hub, previous) -> None:
     """Close every connection with 1001, leave Redis, then let daphne stop the server."""
     timeout = conf.RELAY_SHUTDOWN_TIMEOUT
-    logger.warning("event=shutdown node=%s connections=%d timeout=%.1f", hub.node, hub.connection_count(), timeout)
+    logger.info("event=shutdown node=%s connections=%d timeout=%.1f", hub.node, hub.connection_count(), timeout)
     await hub.drain(CLOSE_GOING_AWAY, timeout)
-    logger.warning("event=shutdown_drained node=%s connections_left=%d", hub.node, hub.connection_count())
+    logger.info("event=shutdown_drained node=%s connections_left=%d", hub.node, hub.connection_count())
     hub.close()
     await asyncio.sleep(0.1)  # let the last writes (presence removal) reach Redis
     asyncio.get_running_loop().call_later(EXIT_GRACE, os._exit, 0)  # daphne can hang on exit
