@@ -196,3 +196,37 @@ def test_invalid_debug_value_is_refused():
     result = import_settings(DEBUG="maybe", SECRET_KEY="x" * 60)
     assert result.returncode != 0
     assert "ImproperlyConfigured: DEBUG='maybe' is not a boolean" in result.stderr
+
+
+PRODUCTION_ENV = {
+    # The README's /etc/relay/env ("Deploy").
+    "SECRET_KEY": "production-secret-0123456789-0123456789-0123456789-0123456789",
+    "ALLOWED_HOSTS": "relay.example.com",
+    "REDIS_URL": "redis://:password@10.0.0.5:6379/0",
+    "DATABASE_URL": "postgres://relay:secret@10.0.0.6:5432/relay",
+    "RELAY_TOKEN_SECRET": "token-secret-0123456789-0123456789-0123456789",
+}
+
+
+def check_deploy(**env: str) -> subprocess.CompletedProcess:
+    clean = {"PATH": os.environ.get("PATH", ""), **env}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=PROJECT_DIR,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_is_clean_for_the_documented_production_settings():
+    result = check_deploy(**PRODUCTION_ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "System check identified no issues (0 silenced)."
+
+
+def test_check_deploy_warns_when_anyone_can_claim_any_id():
+    result = check_deploy(**PRODUCTION_ENV, RELAY_ALLOW_QUERY_ID="1")
+    assert result.returncode != 0
+    assert "relay.W001" in result.stderr
