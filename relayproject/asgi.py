@@ -9,8 +9,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "relayproject.settings")
 http_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from relay.routing import relay_websocket_application  # noqa: E402
+
+if settings.DEBUG:
+    # make run: the admin's CSS and JS straight from the apps; production serves
+    # STATIC_ROOT from nginx (README, "Deploy").
+    http_application = ASGIStaticFilesHandler(http_application)
 
 application = ProtocolTypeRouter(
     {
