@@ -73,8 +73,10 @@ async def session_user_id(scope: dict) -> str | None:
 async def resolve_client_id(scope: dict) -> str:
     """The client id of a handshake, by token, session or ``?id=``; raises Refused."""
     params = query_params(scope)
-    token = single_param(params, "token") or bearer_token(scope)
-    if token is not None:
+    token = single_param(params, "token")
+    if token is None:
+        token = bearer_token(scope)
+    if token is not None:  # even an empty one: a client that sent a token meant to use it
         try:
             return client_id_from_token(token)
         except InvalidToken as exc:

@@ -35,10 +35,11 @@ class PresenceWriter:
         if not self._commands.connected:
             return  # publish_all writes the whole state when Redis is back
         if connections:
-            command = encode_command(b"HSET", self._node_key, client_id.encode(), b"%d" % connections)
+            self._commands.send(encode_command(b"HSET", self._node_key, client_id.encode(), b"%d" % connections))
+            # HSET may have created the hash: it must expire even if no heartbeat follows.
+            self._commands.send(encode_command(b"EXPIRE", self._node_key, b"%d" % conf.RELAY_PRESENCE_TTL))
         else:
-            command = encode_command(b"HDEL", self._node_key, client_id.encode())
-        self._commands.send(command)
+            self._commands.send(encode_command(b"HDEL", self._node_key, client_id.encode()))
 
     def publish_all(self) -> None:
         """Write this node's whole state: on (re)connection, since Redis may have lost it."""

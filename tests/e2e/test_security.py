@@ -1,0 +1,587 @@
+"""Identity and abuse limits at a real daphne: tokens, sessions, origins, ``?id=``, rate, policy, size.
+
+Every refusal is checked where a client meets it: HTTP 403 at the handshake, exactly one
+``event=refused`` log line with the reason, and no consumer for the id it claimed. Every
+identity that is accepted is checked by what it does: the connection receives what is
+sent to that id, and ``relay.v1`` receivers see that id as ``from``.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import struct
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import jwt
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from .conftest import (
+    LIVE_SERVERS,
+    START_TIMEOUT,
+    SUBPROTOCOL_V1,
+    Client,
+    Server,
+    assert_all_silent,
+    free_port,
+    raw_websocket,
+    run_manage_sync,
+    site_env,
+    traceback_report,
+)
+
+# 64+ bytes, so that PyJWT signs HS512 with it without warning (the test must only fail on the server side).
+TOKEN_SECRET = "e2e-security-relay-token-secret-shared-with-backends-0123456789abcdef"
+WRONG_SECRET = "e2e-security-some-other-secret-nobody-shares-with-relay-0123456789ab"
+PRODUCTION_SECRET_KEY = "e2e-production-secret-key-" + "k" * 40
+LIMIT_128_KIB = ("--websocket-max-message-size", "131072", "--websocket-max-frame-size", "131072")
+
+
+# --- tokens ----------------------------------------------------------------------------
+
+
+def mint(claims: dict, secret: str = TOKEN_SECRET, algorithm: str = "HS256") -> str:
+    """A JWT minted the way a non-Django backend would: plain PyJWT."""
+    return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+def expires_in(seconds: int) -> int:
+    return int(time.time()) + seconds
+
+
+def b64url(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def tampered(sub: str) -> str:
+    """A token signed for someone else, its payload rewritten to claim ``sub``."""
+    header, _, signature = mint({"sub": "someone-else", "exp": expires_in(600)}).split(".")
+    return f"{header}.{b64url({'sub': sub, 'exp': expires_in(600)})}.{signature}"
+
+
+def unsigned(sub: str) -> str:
+    """The classic forgery: ``alg: none`` and no signature."""
+    return f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url({'sub': sub, 'exp': expires_in(600)})}."
+
+
+# name -> (token claiming ``sub``, what the refusal's log line says)
+BAD_TOKENS = {
+    "tampered payload": (tampered, "Signature verification failed"),
+    "expired": (lambda sub: mint({"sub": sub, "exp": expires_in(-60)}), "Signature has expired"),
+    "alg none": (unsigned, "The specified alg value is not allowed"),
+    "wrong secret": (lambda sub: mint({"sub": sub, "exp": expires_in(600)}, WRONG_SECRET), "Signature verification"),
+    "HS512": (lambda sub: mint({"sub": sub, "exp": expires_in(600)}, algorithm="HS512"), "alg value is not allowed"),
+    "missing exp": (lambda sub: mint({"sub": sub}), 'Token is missing the "exp" claim'),
+    "missing sub": (lambda sub: mint({"exp": expires_in(600), "client": sub}), 'Token is missing the "sub" claim'),
+    "sub with a space": (lambda sub: mint({"sub": f"{sub} x", "exp": expires_in(600)}), "sub is not a valid client id"),
+    "sub of 65 characters": (
+        lambda sub: mint({"sub": (sub + "x" * 65)[:65], "exp": expires_in(600)}),
+        "sub is not a valid client id",
+    ),
+    "sub true": (lambda sub: mint({"sub": True, "exp": expires_in(600)}), "sub is not a valid client id"),
+    "not a JWT": (lambda sub: f"{sub}.not.a-jwt", "Invalid header"),
+}
+
+
+# --- connecting with headers, origins, tokens ----------------------------------------------
+
+
+def open_socket(server: Server, query: str = "", *, headers=None, origin: str | None = None, subprotocol=None):
+    """A ``websockets`` connect call with the handshake under the test's control."""
+    return ws_connect(
+        server.url(query),
+        additional_headers=headers,
+        origin=origin,
+        subprotocols=[subprotocol] if subprotocol else None,
+        proxy=None,
+        compression=None,
+        open_timeout=5,
+        close_timeout=2,
+    )
+
+
+@pytest.fixture
+async def open_client():
+    """Factory: ``await open_client(server, expected_id, query=..., headers=..., origin=...)``; closed after."""
+    clients: list[Client] = []
+
+    async def _open(server: Server, expected_id: str, query: str = "", **handshake) -> Client:
+        client = Client(await open_socket(server, query, **handshake), expected_id)
+        clients.append(client)
+        return client
+
+    yield _open
+    for client in clients:
+        try:
+            await client.close()
+        except ConnectionClosed:
+            pass
+
+
+async def assert_refused(server: Server, reason: str, query: str = "", *, detail: str = "", **handshake) -> None:
+    """The handshake gets HTTP 403, and the server logs exactly one refusal with ``reason``."""
+    before = len(server.events("refused"))
+
+    with pytest.raises(InvalidStatus) as refused:
+        async with open_socket(server, query, **handshake):
+            pass
+
+    assert refused.value.response.status_code == 403
+    await server.wait_for_events("refused", before + 1)
+    await asyncio.sleep(0.05)  # a second line would be written with the first
+    assert [event["reason"] for event in server.events("refused")[before:]] == [reason]
+    line = server.log_lines("event=refused")[-1]
+    assert detail in line, line
+
+
+async def assert_identity(server: Server, client: Client, observer: Client, connects: int = 1) -> None:
+    """``client`` is ``client.client_id``: it gets what is sent to that id and is shown as it.
+
+    ``connects``: how many connections of that id the server has logged by now.
+    """
+    marker = uuid.uuid4().hex
+    await observer.send_json({"targets": [client.client_id], "payload": {"to": marker}})
+    received = await client.recv_json()
+    if client.subprotocol == SUBPROTOCOL_V1:
+        received = received["payload"]
+    assert received == {"to": marker}
+
+    await client.send_json({"targets": [observer.client_id], "payload": {"from": marker}})
+    assert await observer.recv_json() == {"type": "message", "from": client.client_id, "payload": {"from": marker}}
+    await assert_all_silent([client, observer], 0.1)
+    assert len(server.events("connect", client=client.client_id)) == connects
+
+
+def manage_output(server: Server, *args: str) -> str:
+    """Run ``manage.py ARGS`` with the server's environment; its standard output (it must succeed)."""
+    result = run_manage_sync(server, *args)
+    assert result.returncode == 0, f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+# --- servers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokens_server(start_server) -> Server:
+    """DEBUG on (``?id=`` allowed, for observers), tokens signed with RELAY_TOKEN_SECRET."""
+    return start_server(name="tokens", env={"RELAY_TOKEN_SECRET": TOKEN_SECRET})
+
+
+class ProductionServer(Server):
+    """A server with DEBUG off: ``?id=`` is refused, so readiness is read from /relay/healthz."""
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self} exited with {self.process.returncode}:\n{self.log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/relay/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.1)
+        raise RuntimeError(f"{self} did not answer /relay/healthz in {START_TIMEOUT}s:\n{self.log}")
+
+
+@pytest.fixture(scope="module")
+def production_server(tmp_path_factory, database_url, redis_url):
+    """``DEBUG=0`` with a real SECRET_KEY and ALLOWED_HOSTS, as the README's deploy section."""
+    env = site_env(
+        DEBUG="0",
+        SECRET_KEY=PRODUCTION_SECRET_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        RELAY_TOKEN_SECRET=TOKEN_SECRET,
+    )
+    server = ProductionServer("production", free_port(), env, tmp_path_factory.mktemp("daphne") / "production.log")
+    LIVE_SERVERS.append(server)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        LIVE_SERVERS.remove(server)
+    assert "Traceback" not in server.log, traceback_report(server, server.log)
+
+
+@pytest.fixture(scope="module")
+def limits_server(start_server) -> Server:
+    """Bursts of 10 frames (10/m), 1008 after 5 refused in a row; daphne's 128 KiB frame limit."""
+    return start_server(
+        name="limits", env={"DJANGO_SETTINGS_MODULE": "tests.e2e.rate_limit_settings"}, daphne_args=LIMIT_128_KIB
+    )
+
+
+@pytest.fixture(scope="module")
+def same_id_server(start_server) -> Server:
+    """RELAY_SEND_POLICY = relay.policies.SameIdOnly."""
+    return start_server(name="same-id", env={"DJANGO_SETTINGS_MODULE": "tests.e2e.send_policy_settings"})
+
+
+# --- tokens: refused ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", BAD_TOKENS)
+async def test_bad_token_is_refused_at_the_handshake(tokens_server, uid, case):
+    build, detail = BAD_TOKENS[case]
+    sub = uid("victim")
+
+    await assert_refused(tokens_server, "invalid_token", f"token={build(sub)}", detail=detail)
+
+    assert tokens_server.events("connect", client=sub) == []
+
+
+async def test_bad_token_in_the_authorization_header_is_refused(tokens_server, uid):
+    sub = uid("victim")
+    headers = {"Authorization": f"Bearer {tampered(sub)}"}
+
+    await assert_refused(tokens_server, "invalid_token", headers=headers, detail="Signature verification failed")
+
+    assert tokens_server.events("connect", client=sub) == []
+
+
+async def test_bad_token_does_not_fall_through_to_the_query_id(tokens_server, uid):
+    """``?id=`` is on here, and still a present but invalid token refuses the handshake."""
+    sub = uid("victim")
+    token = mint({"sub": sub, "exp": expires_in(-60)})
+
+    await assert_refused(tokens_server, "invalid_token", f"token={token}&id={sub}", detail="expired")
+
+    assert tokens_server.events("connect", client=sub) == []
+
+
+async def test_two_tokens_in_the_query_are_refused(tokens_server, uid):
+    sub = uid("twice")
+    token = mint({"sub": sub, "exp": expires_in(600)})
+
+    await assert_refused(tokens_server, "ambiguous", f"token={token}&token={token}")
+
+    assert tokens_server.events("connect", client=sub) == []
+
+
+# --- tokens: accepted ---------------------------------------------------------------------
+
+
+async def test_pyjwt_token_in_the_query(tokens_server, connect, open_client, uid):
+    sub = uid("query-token")
+    token = mint({"sub": sub, "exp": expires_in(600)})
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+
+    client = await open_client(tokens_server, sub, f"token={token}")
+
+    await assert_identity(tokens_server, client, observer)
+
+
+async def test_pyjwt_token_in_the_authorization_header(tokens_server, connect, open_client, uid):
+    sub = uid("header-token")
+    token = mint({"sub": sub, "exp": expires_in(600)})
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+
+    client = await open_client(
+        tokens_server, sub, headers={"Authorization": f"Bearer {token}"}, subprotocol=SUBPROTOCOL_V1
+    )
+
+    assert client.subprotocol == SUBPROTOCOL_V1
+    await assert_identity(tokens_server, client, observer)
+
+
+async def test_token_beats_the_query_id(tokens_server, connect, open_client, uid):
+    """First match wins: the token's sub, not the ``?id=`` next to it."""
+    sub, claimed = uid("token-sub"), uid("query-id")
+    token = mint({"sub": sub, "exp": expires_in(600)})
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+
+    client = await open_client(tokens_server, sub, f"id={claimed}&token={token}")
+
+    await assert_identity(tokens_server, client, observer)
+    assert tokens_server.events("connect", client=claimed) == []
+
+
+async def test_integer_sub_means_its_decimal_id(tokens_server, connect, open_client, uid):
+    number = uuid.uuid4().int % 10**15 + 10**14
+    token = mint({"sub": number, "exp": expires_in(600)})
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+
+    client = await open_client(tokens_server, str(number), f"token={token}")
+
+    await assert_identity(tokens_server, client, observer)
+
+
+async def test_expiry_within_the_leeway_is_accepted(tokens_server, connect, open_client, uid):
+    """RELAY_TOKEN_LEEWAY (10 s) of clock skew: a token that expired 3 s ago still connects."""
+    sub = uid("skewed")
+    token = mint({"sub": sub, "exp": expires_in(-3)})
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+
+    client = await open_client(tokens_server, sub, f"token={token}")
+
+    await assert_identity(tokens_server, client, observer)
+
+
+async def test_relay_token_command_output_connects(tokens_server, connect, open_client, uid):
+    sub = uid("command-token")
+
+    token = (await asyncio.to_thread(manage_output, tokens_server, "relay_token", sub, "--ttl", "120")).strip()
+
+    claims = jwt.decode(token, TOKEN_SECRET, algorithms=["HS256"])
+    assert claims["sub"] == sub
+    assert claims["exp"] - claims["iat"] == 120
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+    client = await open_client(tokens_server, sub, headers={"Authorization": f"Bearer {token}"})
+    await assert_identity(tokens_server, client, observer)
+
+
+# --- the Django session ---------------------------------------------------------------------
+
+SESSION_SCRIPT = """
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+user = get_user_model().objects.create_user(id={pk}, username={username!r})
+client = Client()
+client.force_login(user)
+print(json.dumps({{"pk": user.pk, "sessionid": client.cookies["sessionid"].value}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def session_user(tokens_server) -> dict:
+    """A user logged in to the site (in the servers' database): ``{"pk": ..., "sessionid": ...}``."""
+    # A random pk: client ids are shared with whatever else uses this Redis at the same time.
+    pk = uuid.uuid4().int % 10**9 + 10**9
+    script = SESSION_SCRIPT.format(pk=pk, username=f"e2e-session-{uuid.uuid4().hex[:8]}")
+    user = json.loads(manage_output(tokens_server, "shell", "-v", "0", "-c", script).strip().splitlines()[-1])
+    assert user["pk"] == pk
+    return user
+
+
+def cookie(session_user: dict) -> dict[str, str]:
+    return {"Cookie": f"sessionid={session_user['sessionid']}"}
+
+
+async def test_session_cookie_connects_as_the_user(tokens_server, session_user, connect, open_client, uid):
+    """No Origin header: not a browser, so no origin check; the cookie alone is the identity."""
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+    before = len(tokens_server.events("connect", client=str(session_user["pk"])))
+
+    client = await open_client(tokens_server, str(session_user["pk"]), headers=cookie(session_user))
+
+    await assert_identity(tokens_server, client, observer, connects=before + 1)
+
+
+async def test_session_from_an_allowed_origin_connects(tokens_server, session_user, connect, open_client, uid):
+    """RELAY_ALLOWED_ORIGINS defaults to ALLOWED_HOSTS (localhost with DEBUG on), any port."""
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+    before = len(tokens_server.events("connect", client=str(session_user["pk"])))
+
+    client = await open_client(
+        tokens_server, str(session_user["pk"]), headers=cookie(session_user), origin="http://localhost:8000"
+    )
+
+    marker = uuid.uuid4().hex
+    await client.send_json({"targets": [observer.client_id], "payload": marker})
+    assert await observer.recv_json() == {"type": "message", "from": str(session_user["pk"]), "payload": marker}
+    assert len(tokens_server.events("connect", client=str(session_user["pk"]))) == before + 1
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example.com", "http://localhost.evil.example", "null"])
+async def test_session_from_a_foreign_origin_is_refused(tokens_server, session_user, origin):
+    """Cross-site WebSocket hijacking: another site's page cannot ride the user's cookie."""
+    before = len(tokens_server.events("connect", client=str(session_user["pk"])))
+
+    await assert_refused(tokens_server, "origin", headers=cookie(session_user), origin=origin, detail=origin)
+
+    assert len(tokens_server.events("connect", client=str(session_user["pk"]))) == before
+
+
+async def test_session_beats_the_query_id(tokens_server, session_user, connect, open_client, uid):
+    claimed = uid("claimed")
+    observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+
+    client = await open_client(tokens_server, str(session_user["pk"]), f"id={claimed}", headers=cookie(session_user))
+
+    marker = uuid.uuid4().hex
+    await client.send_json({"targets": [observer.client_id], "payload": marker})
+    assert await observer.recv_json() == {"type": "message", "from": str(session_user["pk"]), "payload": marker}
+    assert tokens_server.events("connect", client=claimed) == []
+
+
+async def test_unknown_session_is_no_identity(tokens_server):
+    await assert_refused(tokens_server, "no_identity", headers={"Cookie": "sessionid=nosuchsessionkey0123456789abcd"})
+
+
+# --- production: DEBUG off ------------------------------------------------------------------
+
+
+async def test_query_id_is_refused_with_debug_off(production_server, uid):
+    client_id = uid("open-mode")
+
+    await assert_refused(production_server, "query_id_disabled", f"id={client_id}", detail="RELAY_ALLOW_QUERY_ID")
+
+    assert production_server.events("connect", client=client_id) == []
+
+
+async def test_tokens_work_with_debug_off(production_server, open_client, uid):
+    alice, bob = uid("alice"), uid("bob")
+    observer = await open_client(
+        production_server,
+        bob,
+        f"token={mint({'sub': bob, 'exp': expires_in(600)})}",
+        subprotocol=SUBPROTOCOL_V1,
+    )
+
+    client = await open_client(
+        production_server, alice, headers={"Authorization": f"Bearer {mint({'sub': alice, 'exp': expires_in(600)})}"}
+    )
+
+    await assert_identity(production_server, client, observer)
+
+
+async def test_bad_token_is_refused_with_debug_off(production_server, uid):
+    sub = uid("victim")
+
+    await assert_refused(
+        production_server, "invalid_token", f"token={unsigned(sub)}", detail="alg value is not allowed"
+    )
+
+    assert production_server.events("connect", client=sub) == []
+
+
+# --- rate limit -----------------------------------------------------------------------------
+
+
+async def test_rate_limit_counts_exactly(limits_server, connect, uid):
+    """30 frames at once: the first 10 (the burst) arrive, 5 ``rate_limited``, then 1008."""
+    sender = await connect(limits_server, uid("flooder"))
+    receiver = await connect(limits_server, uid("receiver"))
+    other = await connect(limits_server, uid("other"))
+
+    for n in range(30):
+        await sender.send_json({"targets": [receiver.client_id], "payload": n})
+
+    errors = []
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            errors.append(json.loads(await sender.ws.recv()))
+    assert closed.value.rcvd is not None, "dropped without a close frame"
+    assert closed.value.rcvd.code == 1008
+    assert [error["error"]["code"] for error in errors] == ["rate_limited"] * 5
+    assert await receiver.recv_many(10) == list(range(10))
+    await receiver.assert_silent()
+
+    # The others are untouched: their own buckets, their own connections.
+    await other.send_json({"targets": [receiver.client_id], "payload": "still fine"})
+    assert await receiver.recv_json() == "still fine"
+    await assert_all_silent([receiver, other])
+    # One log line per run of refusals, one for the close, and the disconnect's code.
+    refused = limits_server.events("frame_refused", client=sender.client_id)
+    assert [event["code"] for event in refused] == ["rate_limited"]
+    assert len(limits_server.events("close", client=sender.client_id, code="1008")) == 1
+    disconnects = await limits_server.wait_for_events("disconnect", client=sender.client_id)
+    assert [event["code"] for event in disconnects] == ["1008"]
+
+
+# --- send policy ----------------------------------------------------------------------------
+
+
+async def test_same_id_only_policy_counts_exactly(same_id_server, connect, uid):
+    """A frame to [self, other]: self's connections get it; other nothing; one ``forbidden``."""
+    me, other_id = uid("me"), uid("other")
+    sender = await connect(same_id_server, me, subprotocol=SUBPROTOCOL_V1)
+    my_phone = await connect(same_id_server, me)
+    other = await connect(same_id_server, other_id)
+
+    await sender.send_json({"targets": [me, other_id], "payload": {"n": 1}, "id": "req-7"})
+
+    assert await sender.recv_many(2) == [
+        {"type": "error", "code": "forbidden", "detail": f"You may not send to {other_id}.", "ref": "req-7"},
+        {"type": "message", "from": me, "payload": {"n": 1}},
+    ]
+    assert await my_phone.recv_json() == {"n": 1}
+    await assert_all_silent([sender, my_phone, other])
+    assert [event["code"] for event in same_id_server.events("frame_refused", client=me)] == ["forbidden"]
+
+
+async def test_same_id_only_policy_refuses_a_frame_to_others_only(same_id_server, connect, uid):
+    sender = await connect(same_id_server, uid("me"))
+    first, second = await connect(same_id_server, uid("first")), await connect(same_id_server, uid("second"))
+
+    await sender.send_json({"targets": [first.client_id, second.client_id], "payload": "hi"})
+
+    errors = await sender.recv_many(2)
+    assert [error["error"]["code"] for error in errors] == ["forbidden", "forbidden"]
+    assert [error["error"]["detail"] for error in errors] == [
+        f"You may not send to {first.client_id}.",
+        f"You may not send to {second.client_id}.",
+    ]
+    await assert_all_silent([sender, first, second])
+    assert first.ws.state.name == "OPEN" and sender.ws.state.name == "OPEN"
+
+
+# --- a frame that declares 100 MB -------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    """The resident set size of a process, in KiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def declare_huge_frame(port: int, client_id: str, declared: int, sent: int) -> tuple[bytes, float]:
+    """After a handshake on a raw socket, send a frame header declaring ``declared`` bytes and ``sent`` of them.
+
+    Returns what the server sent after its 101 response, up to its close frame or the end
+    of the connection, and how long that took.
+    """
+    sock, answer = raw_websocket(port, f"id={client_id}")
+    with sock:
+        assert answer.startswith(b"HTTP/1.1 101 "), answer
+        mask = os.urandom(4)
+        data = bytes(byte ^ mask[i % 4] for i, byte in enumerate(b"x" * sent))
+        received = b""
+        started = time.monotonic()
+        try:
+            sock.sendall(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", declared) + mask + data)
+            while not (len(received) >= 2 and len(received) >= 2 + (received[1] & 0x7F)):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        return received, time.monotonic() - started
+
+
+async def test_frame_declaring_100_mb_is_refused_without_buffering(limits_server, connect, uid):
+    client_id = uid("huge")
+    first, second = await connect(limits_server, uid("first")), await connect(limits_server, uid("second"))
+    rss_before = rss_kib(limits_server.process.pid)
+
+    received, elapsed = await asyncio.to_thread(
+        declare_huge_frame, limits_server.port, client_id, 100 * 1024 * 1024, 8 * 1024
+    )
+
+    # A close frame (opcode 8, FIN) with 1009 "message too big", at once.
+    assert received[:1] == b"\x88", received[:50]
+    assert struct.unpack("!H", received[2:4])[0] == 1009
+    assert elapsed < 2.0
+    assert rss_kib(limits_server.process.pid) - rss_before < 4 * 1024
+    disconnects = await limits_server.wait_for_events("disconnect", client=client_id)
+    assert len(disconnects) == 1
+    # The others are untouched.
+    await first.send_json({"targets": [second.client_id], "payload": "after"})
+    assert await second.recv_json() == "after"
+    await assert_all_silent([first, second])
+    assert limits_server.process.poll() is None
