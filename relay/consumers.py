@@ -131,8 +131,13 @@ class RelayConsumer(AsyncConsumer):
                 return message.get("code")
 
     async def receive_frame(self, message: dict) -> None:
-        """Validate one client frame and relay it, or tell the client what was wrong."""
-        if self.close_code is not None:
+        """Validate one client frame and relay it, or tell the client what was wrong.
+
+        Frames keep being relayed while the relay closes a connection for a shutdown or
+        for not reading: a client sends until it sees the close frame, and what it sent
+        before that is accepted. A client closed for abuse (1008) gets nothing more.
+        """
+        if self.close_code == CLOSE_POLICY_VIOLATION:
             return
         received = time.perf_counter()
         metrics.FRAMES_RECEIVED.inc()

@@ -168,7 +168,6 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub(conf.RELAY_REDIS_URL, conf.RELAY_REDIS_PREFIX)
         shutdown.install(hub)
-        metrics.forget_dead_processes()
     return hub
 
 

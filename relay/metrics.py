@@ -67,6 +67,7 @@ def forget_dead_processes() -> None:
 def render() -> tuple[bytes, str]:
     """The metrics in Prometheus text format, added up over processes where configured."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        forget_dead_processes()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
