@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 
 from . import metrics, protocol
 from .conf import conf
-from .handshake import client_address
+from .handshake import client_address, record_refusal
 from .hub import get_hub
 from .membership import GroupMembership
 from .policies import send_policy
@@ -58,7 +58,7 @@ class RelayConsumer(AsyncConsumer):
         if (await receive())["type"] != "websocket.connect":
             return
         if self.hub.draining:
-            metrics.HANDSHAKES_REFUSED.labels("draining").inc()
+            record_refusal(scope, "draining", "the process is shutting down")
             await self.base_send({"type": "websocket.close"})
             return
         layer = get_channel_layer(self.channel_layer_alias)

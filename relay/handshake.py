@@ -27,8 +27,8 @@ def client_address(scope: dict) -> str:
     return f"{client[0]}:{client[1]}" if client else "-"
 
 
-async def refuse_handshake(scope: dict, receive, send, reason: str, detail: str = "") -> None:
-    """Log one line, count it, and answer the handshake with HTTP 403 (a close before accept).
+def record_refusal(scope: dict, reason: str, detail: str = "") -> None:
+    """Log one line and count a refused handshake.
 
     ``reason`` is a short fixed word (a metrics label); ``detail`` says more, for the log.
     """
@@ -40,6 +40,11 @@ async def refuse_handshake(scope: dict, receive, send, reason: str, detail: str 
         reason,
         detail[:200],
     )
+
+
+async def refuse_handshake(scope: dict, receive, send, reason: str, detail: str = "") -> None:
+    """Record the refusal and answer the handshake with HTTP 403 (a close before accept)."""
+    record_refusal(scope, reason, detail)
     message = await receive()
     if message["type"] == "websocket.connect":
         await send({"type": "websocket.close"})
