@@ -29,6 +29,7 @@ Library use: ``run(urls, ...)`` returns the merged report. Command line:
 """
 
 import argparse
+import array
 import asyncio
 import base64
 import hashlib
@@ -42,6 +43,8 @@ from urllib.parse import urlsplit
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 NS = 1_000_000_000
+#: Open loop: a message sent more than this long after its scheduled time counts as late.
+LATE_NS = 10_000_000
 #: Counters every worker reports; the parent sums them.
 COUNTERS = (
     "clients", "connected", "failed_connects", "sent", "sent_in_window", "delivered",
@@ -192,10 +195,11 @@ class Worker:
         self.spec = spec
         self.stats = dict.fromkeys(COUNTERS, 0)
         self.clients: dict[int, Client] = {}
-        self.latencies: list[int] = []
+        self.latencies = array.array("q")  # ns; compact for long runs (a soak keeps ~10^6)
         self.outstanding = 0  # sent, not yet delivered
         self.errors: list[str] = []
         self.max_lag = 0
+        self.late = 0  # open loop: messages sent more than LATE_NS after their scheduled time
         self.window = (0, 0)  # measured window, monotonic ns
         self.send_until = 0
 
@@ -284,6 +288,8 @@ class Worker:
                 self.max_lag = max(self.max_lag, now - int(scheduled))
             while scheduled <= now and scheduled < self.send_until:
                 senders[i % len(senders)].send_next(int(scheduled))
+                if now - scheduled > LATE_NS:
+                    self.late += 1
                 scheduled += interval
                 i += 1
             await asyncio.sleep(max(0.0, (scheduled - time.monotonic_ns()) / NS))
@@ -329,6 +335,7 @@ class Worker:
             **self.stats,
             "latencies_ns": self.latencies,
             "open_loop_max_lag_ns": self.max_lag,
+            "open_loop_late": self.late,
             "drain_s": drained,
             "client_cpu_window_s": cpu.get("window_end", 0.0) - cpu.get("window_start", 0.0),
             "client_cpu_total_s": sum(os.times()[:2]),
@@ -370,13 +377,15 @@ def run(
     connect_timeout: float = 20.0,
     close_wait: float = 5.0,
     sample=None,
+    sample_every: float | None = None,
 ) -> dict:
     """Run one load and return the merged report.
 
     ``urls``: client ``i`` connects to ``urls[i % len(urls)]`` (two servers put every pair
     across them). ``rate`` set means open loop at that many msg/s, else closed loop with
     ``window`` in flight per client. ``sample()``, if given, is called at the start and
-    the end of the measured window; its two results are returned as ``samples``.
+    the end of the measured window, and every ``sample_every`` seconds in between if set;
+    its results, in order, are returned as ``samples`` (first and last: the window's edges).
     """
     if clients < 2 or clients % 2:
         raise ValueError("clients must be an even number >= 2 (they send in pairs)")
@@ -408,9 +417,14 @@ def run(
         timeline["drain_deadline"] = timeline["window_end"] + int(drain * NS)
         for pipe in pipes:
             pipe.send(timeline)
+        at = [timeline["window_start"]]
+        if sample_every:
+            step = int(sample_every * NS)
+            at += range(timeline["window_start"] + step, timeline["window_end"], step)
+        at.append(timeline["window_end"])
         samples = []
-        for name in ("window_start", "window_end"):
-            time.sleep(max(0.0, (timeline[name] - time.monotonic_ns()) / NS))
+        for when in at:
+            time.sleep(max(0.0, (when - time.monotonic_ns()) / NS))
             samples.append(sample() if sample else None)
         reports = [pipe.recv() for pipe in pipes]
     finally:
@@ -438,6 +452,7 @@ def run(
             "max": _us(latencies[-1] if latencies else None),
         },
         open_loop_max_lag_ms=max(r["open_loop_max_lag_ns"] for r in reports) / 1e6,
+        open_loop_late=sum(r["open_loop_late"] for r in reports),
         drain_s=max(r["drain_s"] for r in reports),
         client_cpu_window_s=client_cpu,
         client_cores=client_cpu / duration if duration else None,

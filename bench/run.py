@@ -69,16 +69,52 @@ def machine_cpu() -> float:
     return (user + nice + system) / TICKS
 
 
-def redis_cpu(url: str) -> float:
-    """CPU seconds the Redis server at ``url`` has used (``INFO cpu``)."""
+def redis_info(url: str, section: str) -> dict:
+    """One section of ``INFO`` from the Redis server at ``url``."""
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
-        info = client.info("cpu")
+        return client.info(section)
     finally:
         client.close()
+
+
+def redis_cpu(url: str) -> float:
+    """CPU seconds the Redis server at ``url`` has used (``INFO cpu``)."""
+    info = redis_info(url, "cpu")
     return info["used_cpu_user"] + info["used_cpu_sys"]
+
+
+def server_env(redis_url: str) -> dict:
+    """The environment of the daphne processes: DEBUG on (for ``?id=``), the relay's REDIS_URL."""
+    return {**os.environ, "DEBUG": "1", "REDIS_URL": redis_url}
+
+
+def cpu_sample(pids: list[int], redis_url: str | None) -> dict:
+    """CPU seconds used so far by the servers (together), the machine, and Redis if ``redis_url``."""
+    cpu = {"server": sum(process_cpu(pid) for pid in pids), "machine": machine_cpu()}
+    if redis_url:
+        cpu["redis"] = redis_cpu(redis_url)
+    return cpu
+
+
+def add_cpu(report: dict, start: dict, end: dict) -> None:
+    """Add to a load's ``report`` the CPU used between two ``cpu_sample()``s at its window's edges.
+
+    For the server, Redis, and ``other`` (everything else the machine ran besides them and the
+    generator: other users' work competing with ours): seconds, µs per delivery in the window
+    and cores; plus ``cpu_us_per_delivery``, what serving cost (server + Redis).
+    """
+    delivered, window = report["delivered_in_window"], report["window_s"]
+    cpu = {part: end[part] - start[part] for part in start}
+    cpu["other"] = cpu.pop("machine") - cpu["server"] - cpu.get("redis", 0) - report["client_cpu_window_s"]
+    for part, seconds in cpu.items():
+        report[f"{part}_cpu_s"] = seconds
+        report[f"{part}_cpu_us_per_delivery"] = seconds * 1e6 / delivered if delivered else None
+        report[f"{part}_cores"] = seconds / window if window else None
+    served = [p for p in ("server", "redis") if p in cpu]
+    report["cpu_us_per_delivery"] = sum(report[f"{p}_cpu_us_per_delivery"] or 0 for p in served) or None
 
 
 class Daphne:
@@ -131,7 +167,7 @@ class Daphne:
 
 def run_target(name: str, app: str, processes: int, args, stamp: str) -> dict:
     """Start ``processes`` daphnes serving ``app``, run every load against them, stop them."""
-    env = {**os.environ, "DEBUG": "1", "REDIS_URL": args.redis_url}
+    env = server_env(args.redis_url)
     uses_redis = app == "relay" and bool(args.redis_url)
     servers = [Daphne(app, env, RESULTS / f"{stamp}-{name}-{i}.log") for i in range(processes)]
     loads = []
@@ -141,29 +177,13 @@ def run_target(name: str, app: str, processes: int, args, stamp: str) -> dict:
         for mode in args.modes:
             rate = args.rate if mode == "open" else None
             print(f"  {name}: {mode} loop ...", file=sys.stderr, flush=True)
-
-            def sample() -> dict:
-                cpu = {"server": sum(process_cpu(s.pid) for s in servers), "machine": machine_cpu()}
-                if uses_redis:
-                    cpu["redis"] = redis_cpu(args.redis_url)
-                return cpu
-
             report = loadgen.run(
                 [s.url for s in servers], clients=args.clients, window=args.window, rate=rate,
                 warmup=args.warmup, duration=args.duration, drain=args.drain, workers=args.workers,
-                sample=sample,
+                sample=lambda: cpu_sample([s.pid for s in servers], args.redis_url if uses_redis else None),
             )  # fmt: skip
             start, end = report.pop("samples")
-            delivered, window = report["delivered_in_window"], report["window_s"]
-            cpu = {part: end[part] - start[part] for part in start}
-            # Everything else the machine ran in the window: other users' work competing with ours.
-            cpu["other"] = cpu.pop("machine") - cpu["server"] - cpu.get("redis", 0) - report["client_cpu_window_s"]
-            for part, seconds in cpu.items():
-                report[f"{part}_cpu_s"] = seconds
-                report[f"{part}_cpu_us_per_delivery"] = seconds * 1e6 / delivered if delivered else None
-                report[f"{part}_cores"] = seconds / window if window else None
-            served = [p for p in ("server", "redis") if p in cpu]
-            report["cpu_us_per_delivery"] = sum(report[f"{p}_cpu_us_per_delivery"] or 0 for p in served) or None
+            add_cpu(report, start, end)
             loads.append({"mode": mode, **report})
             time.sleep(AFTER_LOAD)
     finally:
