@@ -101,9 +101,11 @@ class RedisBus:
             self._inbox_ready.clear()
             while self._inbox:
                 channel, data, arrived = self._inbox.popleft()
-                _, sender, payload_json = data.split(b"\n", 2)
                 try:
+                    _, sender, payload_json = data.split(b"\n", 2)
                     await self._deliver(channel[prefix_length:].decode(), sender.decode(), payload_json.decode())
+                except (ValueError, UnicodeDecodeError):  # not a relay frame: someone else's publish
+                    logger.warning("event=bus_frame_ignored channel=%r bytes=%d", channel[:100], len(data))
                 except Exception:  # a bug must not stop delivery for every other client
                     logger.exception("bus: delivering a frame from another process failed")
                 DELIVERY_LATENCY.observe(time.perf_counter() - arrived)

@@ -17,11 +17,6 @@ from .policies import send_policy
 from .throttling import bucket_for
 from .transport import server_connection
 
-# WebSocket close codes (SPEC §3).
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_TRY_AGAIN_LATER = 1013
-
 logger = logging.getLogger(__name__)
 
 
@@ -46,7 +41,9 @@ class RelayConsumer(AsyncConsumer):
         self.hub = get_hub()
         # Limits and policy are read once per connection: a missing setting costs Django
         # an exception on every read, ~10% of a frame's CPU when read per frame.
-        self.bucket = bucket_for(conf.RELAY_RATE_LIMIT, conf.RELAY_RATE_BURST)
+        self.rate_limit = conf.RELAY_RATE_LIMIT
+        self.bucket = bucket_for(self.rate_limit, conf.RELAY_RATE_BURST)
+        self.close_after_refusals = conf.RELAY_RATE_LIMIT_CLOSE_AFTER
         self.max_targets = conf.RELAY_MAX_TARGETS
         self.max_message_bytes = conf.RELAY_MAX_MESSAGE_BYTES
         self.max_pending_bytes = conf.RELAY_MAX_PENDING_BYTES
@@ -74,6 +71,8 @@ class RelayConsumer(AsyncConsumer):
             self.in_hub = True  # join counts the connection at once, so leave must follow
             await self.hub.join(self, self.accept)
             accepted = True
+            if self.hub.draining:  # the shutdown began during this handshake
+                await self.close(protocol.CLOSE_GOING_AWAY)
             metrics.CONNECTS.inc()
             metrics.CONNECTIONS_OPEN.inc()
             logger.info(
@@ -84,22 +83,27 @@ class RelayConsumer(AsyncConsumer):
             )
             code = await self.receive_frames(receive)
         finally:
-            if membership is not None:
-                await membership.leave()
-            if accepted:
-                code = self.close_code or code
-                metrics.CONNECTIONS_OPEN.dec()
-                metrics.DISCONNECTS.labels(metrics.disconnect_reason(code)).inc()
-                logger.info(
-                    "event=disconnect client=%s code=%s reason=%s duration=%.1f",
-                    self.client_id,
-                    code,
-                    metrics.disconnect_reason(code),
-                    time.monotonic() - opened,
-                )
-            # Last, so that a draining shutdown also waits for the group removal above.
-            if self.in_hub:
-                self.leave_hub()
+            try:
+                if membership is not None:
+                    await membership.leave()
+            finally:
+                self.finish(accepted, code, opened)
+
+    def finish(self, accepted: bool, code: int | None, opened: float) -> None:
+        """Count and log the end of the connection, then leave the hub (last, for the drain)."""
+        if accepted:
+            code = self.close_code or code
+            metrics.CONNECTIONS_OPEN.dec()
+            metrics.DISCONNECTS.labels(metrics.disconnect_reason(code)).inc()
+            logger.info(
+                "event=disconnect client=%s code=%s reason=%s duration=%.1f",
+                self.client_id,
+                code,
+                metrics.disconnect_reason(code),
+                time.monotonic() - opened,
+            )
+        if self.in_hub:
+            self.leave_hub()
 
     async def accept(self) -> None:
         """Complete the handshake, with the subprotocol the client asked for if we speak it."""
@@ -137,7 +141,7 @@ class RelayConsumer(AsyncConsumer):
         for not reading: a client sends until it sees the close frame, and what it sent
         before that is accepted. A client closed for abuse (1008) gets nothing more.
         """
-        if self.close_code == CLOSE_POLICY_VIOLATION:
+        if self.close_code == protocol.CLOSE_POLICY_VIOLATION:
             return
         received = time.perf_counter()
         metrics.FRAMES_RECEIVED.inc()
@@ -173,15 +177,15 @@ class RelayConsumer(AsyncConsumer):
 
     async def refuse_over_limit(self) -> None:
         """Refuse a frame over the rate limit; close with 1008 a client that keeps going."""
-        if self.bucket.refused_in_a_row > conf.RELAY_RATE_LIMIT_CLOSE_AFTER:
+        if self.bucket.refused_in_a_row > self.close_after_refusals:
             logger.warning(
                 "event=close client=%s code=1008 reason=%s", self.client_id, "kept sending over the rate limit"
             )
-            await self.close(CLOSE_POLICY_VIOLATION)
+            await self.close(protocol.CLOSE_POLICY_VIOLATION)
             return
         error = protocol.ProtocolError(
             protocol.RATE_LIMITED,
-            f"Over the rate limit of {conf.RELAY_RATE_LIMIT}: retry in {self.bucket.wait():.2f} s.",
+            f"Over the rate limit of {self.rate_limit}: retry in {self.bucket.wait():.2f} s.",
         )
         if self.bucket.refused_in_a_row == 1:
             await self.refuse(error)  # logs once per run of refusals, not once per frame
@@ -195,14 +199,14 @@ class RelayConsumer(AsyncConsumer):
 
     async def send_text(self, text: str) -> None:
         """Send one text frame to the client; close a client that stopped reading."""
-        if self.close_code is not None:
-            return
+        if self.close_code is not None or (self.connection is not None and not self.connection.is_open()):
+            return  # closing: daphne would raise, and the client stops reading anyway
         await self.base_send({"type": "websocket.send", "text": text})
         if self.connection is not None and self.connection.pending_bytes() > self.max_pending_bytes:
             logger.warning(
                 "event=close client=%s code=1013 reason=%s", self.client_id, "not reading: send buffer over the limit"
             )
-            await self.close(CLOSE_TRY_AGAIN_LATER)
+            await self.close(protocol.CLOSE_TRY_AGAIN_LATER)
 
     async def send_error(self, code: str, detail: str, ref: Any = None) -> None:
         """Send an error frame to the client."""

@@ -55,6 +55,7 @@ class Hub:
         self._members: dict[str, int] = {}
         #: Set on shutdown: new handshakes are refused, open connections are being closed.
         self.draining = False
+        self._tasks: set[asyncio.Task] = set()
         self._commands = self._bus = self._presence = None
         if redis_url:
             self._commands = CommandPipe(redis_url, self._relay_failed)
@@ -103,25 +104,38 @@ class Hub:
         """Open connections per client id in this process."""
         return {client_id: len(connections) for client_id, connections in self._connections.copy().items()}
 
-    async def deliver(self, target: str, sender: str | None, payload_json: str) -> int:
-        """Send a payload to every local connection of ``target``; return how many got it."""
+    async def deliver(
+        self, target: str, sender: str | None, payload_json: str, frames: dict[str | None, str] | None = None
+    ) -> None:
+        """Send a payload to every local connection of ``target``.
+
+        ``frames`` caches the encoded frame per framing; pass one dict for all the
+        targets of a frame, so each framing is encoded once.
+        """
         connections = self._connections.get(target)
         if not connections:
-            return 0
-        frames: dict[str | None, str] = {}
+            return
+        if frames is None:
+            frames = {}
+        sent = 0
         for connection in tuple(connections):  # a send may yield; the set may change
             subprotocol = connection.subprotocol
             frame = frames.get(subprotocol)
             if frame is None:
                 frame = frames[subprotocol] = protocol.encode_delivery(subprotocol, sender, payload_json)
-            await connection.send_text(frame)
-        metrics.DELIVERIES.inc(len(connections))
-        return len(connections)
+            try:
+                await connection.send_text(frame)
+            except Exception as exc:  # one receiver's failure must never reach its sender
+                logger.warning("event=send_failed client=%s error=%r", connection.client_id, exc)
+            else:
+                sent += 1
+        metrics.DELIVERIES.inc(sent)
 
     async def relay(self, sender: Connection, message: protocol.Message) -> None:
         """Deliver a client frame to its targets here and, over the bus, everywhere else."""
+        frames: dict[str | None, str] = {}
         for target in message.targets:
-            await self.deliver(target, sender.client_id, message.payload_json)
+            await self.deliver(target, sender.client_id, message.payload_json, frames)
         if self._bus is not None and not self._bus.publish(
             message.targets, sender.client_id, message.payload_json, (sender, message.ref)
         ):
@@ -133,13 +147,10 @@ class Hub:
 
     def _relay_failed(self, context: tuple[Connection, Any]) -> None:
         sender, ref = context
-        asyncio.get_running_loop().create_task(
-            sender.send_error(
-                protocol.UNAVAILABLE,
-                "The relay lost its connection to its other processes; the message may not have reached them.",
-                ref,
-            )
-        )
+        detail = "The relay lost its connection to its other processes; the message may not have reached them."
+        task = asyncio.get_running_loop().create_task(sender.send_error(protocol.UNAVAILABLE, detail, ref))
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
 
     async def drain(self, code: int, timeout: float) -> None:
         """Refuse new handshakes, close every connection with ``code``, wait for them to go."""
@@ -152,7 +163,7 @@ class Hub:
             await asyncio.sleep(0.05)
 
     def close(self) -> None:
-        """Leave Redis cleanly: presence removed at once, connections closed."""
+        """Leave Redis cleanly: presence removed at once, then the Redis connections closed."""
         for part in (self._presence, self._bus, self._commands):
             if part is not None:
                 part.close()

@@ -25,6 +25,11 @@ RATE_LIMITED = "rate_limited"
 FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
 
+# Close codes the relay sends (SPEC §3).
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
+
 
 def group_for(client_id: str) -> str:
     """The channel-layer group holding every connection of ``client_id`` (SPEC §5)."""

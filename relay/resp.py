@@ -202,6 +202,9 @@ class CommandPipe:
             self._outgoing.clear()
 
     def _on_reply(self, reply: Any) -> None:
+        if not self._in_flight:  # e.g. "-ERR max number of clients reached" before any command
+            logger.warning("redis %s: unexpected reply: %r", self.link.name, reply)
+            return
         context = self._in_flight.popleft()
         if isinstance(reply, hiredis.ReplyError):
             logger.warning("redis: command refused: %s", reply)

@@ -15,10 +15,13 @@ import sys
 import threading
 
 from .conf import conf
+from .protocol import CLOSE_GOING_AWAY
 
 logger = logging.getLogger(__name__)
 
-CLOSE_GOING_AWAY = 1001
+#: The drain task, referenced so that it cannot be garbage-collected while it runs.
+_running: set[asyncio.Task] = set()
+
 #: After the drain, daphne gets this long to stop before the process exits regardless.
 EXIT_GRACE = 5.0
 
@@ -38,7 +41,10 @@ def install(hub) -> None:
 
     def on_sigterm(signum, frame) -> None:
         signal.signal(signal.SIGTERM, previous)  # a second SIGTERM goes straight to daphne
-        loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_stop(hub, previous)))
+        loop.call_soon_threadsafe(start_drain)
+
+    def start_drain() -> None:
+        _running.add(loop.create_task(drain_then_stop(hub, previous)))  # keep a reference
 
     signal.signal(signal.SIGTERM, on_sigterm)
 

@@ -1,7 +1,7 @@
 """What the relay needs of the server beyond ASGI, where daphne lets it reach.
 
 Behind daphne's ASGI ``send`` (``functools.partial(server.handle_reply, protocol)``)
-is the autobahn protocol of the connection. The relay uses it for two things ASGI
+is the autobahn protocol of the connection. The relay uses it for what ASGI
 cannot say under daphne:
 
 - how many bytes the socket has not sent yet: ``websocket.send`` never waits, so what
@@ -26,6 +26,10 @@ class ServerConnection:
         self._protocol = protocol
         self._transport = protocol.transport
         protocol.failByDrop = False  # send the close code (1009, 1002, ...) before dropping
+
+    def is_open(self) -> bool:
+        """Whether frames can still be sent: not once either side started closing."""
+        return self._protocol.state == self._protocol.STATE_OPEN
 
     def pending_bytes(self) -> int:
         """Bytes written to the socket's buffer and not yet sent to the client."""
