@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .metrics import DELIVERY_LATENCY
-from .resp import CommandPipe, RedisLink, encode_command
+from .resp import REPLY_TIMEOUT, CommandPipe, RedisLink, encode_command
 
 logger = logging.getLogger(__name__)
 
@@ -33,33 +33,50 @@ class RedisBus:
         self._commands = commands
         self._deliver = deliver
         self._subscribed: set[str] = set()
-        self._confirmations: dict[bytes, asyncio.Future] = {}
+        # Per channel, one future per SUBSCRIBE written and not yet confirmed, oldest first:
+        # Redis confirms in order, and a handshake waits for the newest.
+        self._pending: dict[bytes, deque[asyncio.Future]] = {}
+        self._ping_sent: float | None = None
         self._inbox: deque[tuple[bytes, bytes, float]] = deque()
         self._inbox_ready = asyncio.Event()
         self._subscriber = RedisLink(url, "subscribe", self._on_message)
         self._subscriber.on_up(self._resubscribe)
-        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        self._subscriber.on_down(self._forget_pending)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._dispatch()), loop.create_task(self._keep_alive())]
 
     def _channel(self, client_id: str) -> bytes:
         return self._channel_prefix + client_id.encode()
 
-    async def subscribe(self, client_id: str) -> None:
-        """Receive frames for ``client_id``; returns once Redis confirmed (or after a short wait)."""
-        self._subscribed.add(client_id)
-        if not self._subscriber.connected:
-            return  # subscribed again when the link comes back
+    async def subscribe(self, client_id: str, first: bool) -> None:
+        """Make sure frames for ``client_id`` reach this process; wait (briefly) until they do.
+
+        ``first``: this is the id's first connection here, so the channel is subscribed.
+        Every connection waits for the newest pending subscription of its id, so none is
+        accepted before Redis confirmed it (unless Redis does not answer in time).
+        """
         channel = self._channel(client_id)
-        confirmed = self._confirmations.get(channel)
-        if confirmed is None:
-            confirmed = self._confirmations[channel] = asyncio.get_running_loop().create_future()
+        if first:
+            self._subscribed.add(client_id)
+        if not self._subscriber.connected:
+            # The first handshakes after a start, or Redis is away: wait a little for it.
+            try:
+                await asyncio.wait_for(self._subscriber.up.wait(), SUBSCRIBE_WAIT)
+            except TimeoutError:
+                return  # subscribed by _resubscribe when the link comes up
+            first = client_id in self._subscribed
+        if first:
+            self._pending.setdefault(channel, deque()).append(asyncio.get_running_loop().create_future())
             self._subscriber.write(encode_command(b"SUBSCRIBE", channel))
-        try:
-            await asyncio.wait_for(asyncio.shield(confirmed), SUBSCRIBE_WAIT)
-        except TimeoutError:
-            logger.warning("bus: Redis did not confirm the subscription for client=%s in time", client_id)
+        pending = self._pending.get(channel)
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.shield(pending[-1]), SUBSCRIBE_WAIT)
+            except TimeoutError:
+                logger.warning("bus: Redis did not confirm the subscription for client=%s in time", client_id)
 
     def unsubscribe(self, client_id: str) -> None:
-        """Stop receiving frames for ``client_id``."""
+        """Stop receiving frames for ``client_id`` (its last connection here left)."""
         self._subscribed.discard(client_id)
         if self._subscriber.connected:
             self._subscriber.write(encode_command(b"UNSUBSCRIBE", self._channel(client_id)))
@@ -68,6 +85,27 @@ class RedisBus:
         if self._subscribed:
             channels = [self._channel(client_id) for client_id in self._subscribed]
             self._subscriber.write(encode_command(b"SUBSCRIBE", *channels))
+
+    def _forget_pending(self) -> None:
+        """The link is down: no confirmation will come; let waiting handshakes go on."""
+        for pending in self._pending.values():
+            for future in pending:
+                if not future.done():
+                    future.set_result(None)
+        self._pending.clear()
+        self._ping_sent = None
+
+    async def _keep_alive(self) -> None:
+        """PING the subscriber link; drop it when Redis stops answering (frozen, cut off)."""
+        while True:
+            await asyncio.sleep(REPLY_TIMEOUT)
+            if not self._subscriber.connected:
+                continue
+            if self._ping_sent is not None:
+                self._subscriber.abort(f"no answer to PING for {REPLY_TIMEOUT:.0f} s")
+                continue
+            self._ping_sent = time.monotonic()
+            self._subscriber.write(encode_command(b"PING"))
 
     def publish(self, targets: Iterable[str], sender: str, payload_json: str, context: Any) -> bool:
         """Publish a frame to every target's channel; False when Redis cannot be reached now.
@@ -89,9 +127,15 @@ class RedisBus:
                 self._inbox.append((reply[1], reply[2], time.perf_counter()))
                 self._inbox_ready.set()
         elif kind == b"subscribe":
-            confirmed = self._confirmations.pop(reply[1], None)
-            if confirmed is not None and not confirmed.done():
-                confirmed.set_result(None)
+            pending = self._pending.get(reply[1])
+            if pending:
+                confirmed = pending.popleft()
+                if not pending:
+                    del self._pending[reply[1]]
+                if not confirmed.done():
+                    confirmed.set_result(None)
+        elif kind == b"pong" or reply == b"PONG":  # the reply with and without subscriptions
+            self._ping_sent = None
 
     async def _dispatch(self) -> None:
         """Deliver queued frames from other processes, one task for all of them."""
@@ -112,5 +156,6 @@ class RedisBus:
 
     def close(self) -> None:
         """Close the subscription and stop the dispatcher."""
-        self._dispatcher.cancel()
+        for task in self._tasks:
+            task.cancel()
         self._subscriber.close()

@@ -60,7 +60,9 @@ class RelayConsumer(AsyncConsumer):
             return
         layer = get_channel_layer(self.channel_layer_alias)
         membership = (
-            GroupMembership(layer, protocol.group_for(self.client_id), self.handle_layer_event) if layer else None
+            GroupMembership(layer, protocol.group_for(self.client_id), self.handle_layer_event, self.hub.redis_up)
+            if layer
+            else None
         )
         opened = time.monotonic()
         accepted = False

@@ -69,9 +69,9 @@ class Hub:
         and no frame is sent before the handshake. Pair every join with a ``leave``.
         """
         client_id = connection.client_id
-        self._members[client_id] = self._members.get(client_id, 0) + 1
-        if self._members[client_id] == 1 and self._bus is not None:
-            await self._bus.subscribe(client_id)
+        members = self._members[client_id] = self._members.get(client_id, 0) + 1
+        if self._bus is not None:
+            await self._bus.subscribe(client_id, first=members == 1)
         await accept()
         connections = self._connections.setdefault(client_id, set())
         connections.add(connection)
@@ -95,6 +95,11 @@ class Hub:
         self._members.pop(client_id, None)
         if self._bus is not None:
             self._bus.unsubscribe(client_id)
+
+    @property
+    def redis_up(self) -> asyncio.Event | None:
+        """Set while the relay's Redis connection is up; None without Redis."""
+        return self._commands.link.up if self._commands is not None else None
 
     def connection_count(self) -> int:
         """Connections of this process, open or in their handshake."""

@@ -23,16 +23,23 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
 class GroupMembership:
     """One connection's channel-layer channel, its group, and the task handling its events."""
 
-    def __init__(self, layer, group: str, handle: Callable[[dict], Awaitable[None]]) -> None:
+    def __init__(
+        self, layer, group: str, handle: Callable[[dict], Awaitable[None]], redis_up: asyncio.Event | None = None
+    ) -> None:
         self.layer = layer
         self.group = group
         self.handle = handle
+        # Attempts are made only while the relay's own Redis link is up: each failed
+        # attempt leaves an orphan queue in channels-redis' pub/sub layer.
+        self.redis_up = redis_up
         self.channel_name: str | None = None
         self._task: asyncio.Task | None = None
 
     async def join(self) -> None:
         """Join the group now if the layer answers quickly, else keep trying in the background."""
         try:
+            if self.redis_up is not None:  # e.g. the first handshakes after a start
+                await asyncio.wait_for(self.redis_up.wait(), JOIN_TIMEOUT)
             await asyncio.wait_for(self._attach(), JOIN_TIMEOUT)
         except LAYER_ERRORS as exc:
             logger.warning("event=layer_unavailable group=%s error=%r; joining when it is back", self.group, exc)
@@ -49,6 +56,8 @@ class GroupMembership:
         attempt = 0
         while retry:
             await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+            if self.redis_up is not None:
+                await self.redis_up.wait()
             attempt += 1
             try:
                 await asyncio.wait_for(self._attach(), JOIN_TIMEOUT)

@@ -9,6 +9,8 @@ hot path (presence reads, health checks, the admin) uses redis-py instead.
 
 import asyncio
 import logging
+import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 CONNECT_TIMEOUT = 5.0
+#: A Redis that has not answered a command for this long is treated as gone (a frozen
+#: process or a cut network keeps the TCP connection up and answers nothing).
+REPLY_TIMEOUT = 5.0
 
 
 def encode_command(*args: bytes) -> bytes:
@@ -42,6 +47,14 @@ def connection_params(url: str) -> dict[str, Any]:
     params["username"] = unquote(parts.username) if parts.username else None
     params["password"] = unquote(parts.password) if parts.password else None
     return params
+
+
+def enable_keepalive(sock: socket.socket) -> None:
+    """TCP keepalive after 10 s idle, so a dead peer on a cut network is noticed in ~25 s."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):  # Linux; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def setup_commands(params: dict[str, Any]) -> list[bytes]:
@@ -89,6 +102,8 @@ class RedisLink:
         self._protocol: _RespProtocol | None = None
         self._setup_replies = 0
         self._lost = asyncio.Event()
+        #: Set while connected, for callers that wait for the link.
+        self.up = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def on_up(self, callback: Callable[[], None]) -> None:
@@ -107,6 +122,12 @@ class RedisLink:
     def write(self, data: bytes) -> None:
         """Write encoded commands; the caller checks ``connected`` first."""
         self._protocol.transport.write(data)  # type: ignore[union-attr]
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection (it reconnects): for a Redis that stopped answering."""
+        if self.connected:
+            logger.warning("redis %s: %s; dropping the connection", self.name, reason)
+            self._protocol.transport.abort()  # type: ignore[union-attr]
 
     def _handle_reply(self, reply: Any) -> None:
         # The replies to AUTH and SELECT come first; a refusal there is a setup error.
@@ -128,6 +149,9 @@ class RedisLink:
             _, protocol = await loop.create_unix_connection(factory, params["path"])
         else:
             _, protocol = await loop.create_connection(factory, params["host"], params["port"])
+        sock = protocol.transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            enable_keepalive(sock)
         setup = setup_commands(params)
         self._setup_replies = len(setup)
         self._protocol = protocol
@@ -149,9 +173,11 @@ class RedisLink:
             if failures:
                 logger.warning("redis %s: connected again", self.name)
             failures = 0
+            self.up.set()
             for callback in self._up_callbacks:
                 callback()
             await self._lost.wait()
+            self.up.clear()
             self._protocol = None
             logger.warning("redis %s: connection lost; reconnecting", self.name)
             for callback in self._down_callbacks:
@@ -178,7 +204,10 @@ class CommandPipe:
         self._on_failure = on_failure
         self._outgoing: list[bytes] = []
         self._in_flight: deque[Any] = deque()
+        #: When the oldest command still waiting for its reply was queued (None: none waits).
+        self._waiting_since: float | None = None
         self._flush_scheduled = False
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     @property
     def connected(self) -> bool:
@@ -189,6 +218,8 @@ class CommandPipe:
         """Queue an encoded command; the caller checks ``connected`` first."""
         self._outgoing.append(command)
         self._in_flight.append(context)
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -206,6 +237,8 @@ class CommandPipe:
             logger.warning("redis %s: unexpected reply: %r", self.link.name, reply)
             return
         context = self._in_flight.popleft()
+        # Replies come in order: the next command waits since about now at the latest.
+        self._waiting_since = time.monotonic() if self._in_flight else None
         if isinstance(reply, hiredis.ReplyError):
             logger.warning("redis: command refused: %s", reply)
             if context is not None:
@@ -220,8 +253,18 @@ class CommandPipe:
                 self._on_failure(context)
             previous = context
         self._outgoing.clear()
+        self._waiting_since = None
+
+    async def _watch(self) -> None:
+        """Drop a link whose Redis stopped answering, so senders hear ``unavailable``."""
+        while True:
+            await asyncio.sleep(1)
+            waiting = self._waiting_since
+            if waiting is not None and time.monotonic() - waiting > REPLY_TIMEOUT:
+                self.link.abort(f"no reply for {REPLY_TIMEOUT:.0f} s")
 
     def close(self) -> None:
         """Write what is queued, then close the link."""
+        self._watchdog.cancel()
         self._flush()
         self.link.close()

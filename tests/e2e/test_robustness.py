@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import signal
 import struct
 
 import redis
@@ -64,3 +65,29 @@ async def test_a_client_that_closes_while_messages_stream_to_it_never_hurts_the_
     done, _ = await asyncio.gather(stream(), churn())
     assert done
     assert relay.log_lines("Exception inside application") == []
+
+
+async def test_a_frozen_redis_is_noticed_and_senders_hear_unavailable(start_server, private_redis, connect, uid):
+    store = private_redis()
+    env = {"REDIS_URL": store.url}
+    a, b = start_server(name="a", env=env), start_server(name="b", env=env)
+    sender, target = await connect(a, uid("sender")), await connect(b, uid("target"))
+    await sender.send_json({"targets": [target.client_id], "payload": 0})
+    assert await target.recv_json() == 0
+    store.process.send_signal(signal.SIGSTOP)  # the TCP connections stay up; nothing answers
+    try:
+        await sender.send_json({"targets": [target.client_id], "payload": 1, "id": "frozen"})
+        # The reply deadline (5 s) drops the link: the frame is reported, not silently lost.
+        error = await sender.recv_json(timeout=10)
+        assert error["error"]["code"] == "unavailable"
+        assert a.log_lines("no reply for 5 s; dropping the connection")
+    finally:
+        store.process.send_signal(signal.SIGCONT)
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:  # back by itself: frames flow again without reconnecting the clients
+        await sender.send_json({"targets": [target.client_id], "payload": "again"})
+        try:
+            assert await target.recv_json(timeout=1) == "again"
+            break
+        except AssertionError:
+            assert asyncio.get_running_loop().time() < deadline, "frames did not flow again"
