@@ -1,6 +1,5 @@
 """The relay in the Django admin: send a message, see who is online, API keys, audit log."""
 
-import redis
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
@@ -9,6 +8,7 @@ from django.urls import path, reverse
 
 from . import api, presence, protocol
 from .forms import SendMessageForm
+from .membership import LAYER_ERRORS
 from .models import ApiKey, AuditEntry
 
 
@@ -28,15 +28,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return ["name"] if obj is None else ["name", *self.readonly_fields]
 
     def save_model(self, request, obj, form, change):
-        plain = None if change else obj.assign_new_key()
+        if not change:
+            request.relay_new_key = obj.assign_new_key()
         super().save_model(request, obj, form, change)
-        if plain is not None:
-            messages.warning(
-                request,
-                f"The key for {obj.name} is {plain} — copy it now: it is not stored and will not be shown again.",
-            )
 
-    @admin.action(description="Revoke the selected keys")
+    def response_add(self, request, obj, post_url_continue=None):
+        """Show the new key once, on a page of its own (never in a message cookie)."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "key": obj,
+            "plain_key": request.relay_new_key,
+            "opts": self.opts,
+        }
+        return TemplateResponse(request, "admin/relay/apikey/created.html", context)
+
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke_keys(self, request, queryset):
         for key in queryset:
             key.revoke()
@@ -79,7 +86,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
             targets, payload = list(form.cleaned_data["targets"]), form.cleaned_data["payload"]
             try:
                 online = api.send(targets, payload)
-            except (OSError, redis.RedisError) as exc:
+            except LAYER_ERRORS as exc:
                 messages.error(request, f"Not sent: the relay cannot reach its channel layer ({exc}).")
             else:
                 AuditEntry.record(
@@ -92,12 +99,12 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def online_view(self, request):
         """Client ids with an open connection, and how many connections each."""
-        if not request.user.is_staff:
+        if not (request.user.has_perm("relay.send_message") or request.user.has_perm("relay.view_auditentry")):
             raise PermissionDenied
         try:
             counts = sorted(presence.connections().items())
             error = None
-        except (OSError, redis.RedisError) as exc:
+        except LAYER_ERRORS as exc:
             counts, error = [], f"Presence is unavailable: {exc}"
         context = {
             **self.admin_site.each_context(request),

@@ -17,23 +17,35 @@ from . import presence, protocol
 Targets = str | int | Iterable[str | int]
 
 
-def deliver_event(payload: Any) -> dict:
-    """The channel-layer event that delivers ``payload`` as a server push (``from`` is null)."""
-    return {"type": "relay.deliver", "from": None, "payload": payload}
+def deliver_event(payload_json: str) -> dict:
+    """The channel-layer event that delivers a payload (as JSON text) as a server push."""
+    # JSON text rather than the value: msgpack cannot carry every JSON value (integers
+    # beyond 64 bits), and each connection would otherwise encode it again.
+    return {"type": "relay.deliver", "from": None, "payload_json": payload_json}
 
 
-def validate_push(targets: Targets, payload: Any) -> tuple[str, ...]:
-    """The distinct client ids of a push; raises ProtocolError for bad targets or payload."""
+def validate_push(targets: Targets, payload: Any) -> tuple[tuple[str, ...], str]:
+    """The distinct client ids and the payload's JSON of a push; raises ProtocolError."""
     if isinstance(targets, (str, int)):
         targets = [targets]
     elif not isinstance(targets, Iterable) or isinstance(targets, (bytes, bytearray, dict)):
         raise protocol.ProtocolError(protocol.INVALID_MESSAGE, "targets must be a client id or a list of them.")
     ids = protocol.parse_targets(list(targets), max_targets=sys.maxsize)
     try:
-        protocol.dumps(payload)
+        payload_json = protocol.dumps(payload)
     except (TypeError, ValueError) as exc:
         raise protocol.ProtocolError(protocol.INVALID_MESSAGE, f"The payload is not a JSON value: {exc}.") from None
-    return ids
+    return ids, payload_json
+
+
+async def push(ids: tuple[str, ...], payload_json: str) -> int:
+    """Push validated JSON text to every connection of each id; return how many were online."""
+    online = len(await presence.aonline(ids))
+    layer = get_channel_layer()
+    event = deliver_event(payload_json)
+    for client_id in ids:
+        await layer.group_send(protocol.group_for(client_id), event)
+    return online
 
 
 async def asend(targets: Targets, payload: Any) -> int:
@@ -41,13 +53,7 @@ async def asend(targets: Targets, payload: Any) -> int:
 
     Returns how many of the targets were online (had a connection open) just before.
     """
-    ids = validate_push(targets, payload)
-    online = len(await presence.aonline(ids))
-    layer = get_channel_layer()
-    event = deliver_event(payload)
-    for client_id in ids:
-        await layer.group_send(protocol.group_for(client_id), event)
-    return online
+    return await push(*validate_push(targets, payload))
 
 
 def send(targets: Targets, payload: Any) -> int:

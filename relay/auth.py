@@ -12,7 +12,7 @@ from django.conf import settings
 from django.http.cookie import parse_cookie
 
 from .conf import conf
-from .handshake import header, query_params, refuse_handshake
+from .handshake import bearer_credentials, header, query_params, refuse_handshake
 from .protocol import normalize_client_id
 from .tokens import InvalidToken, client_id_from_token
 
@@ -33,14 +33,10 @@ def bearer_token(scope: dict) -> str | None:
     those credentials on the WebSocket handshake too.
     """
     value = header(scope, b"authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    if not token.strip():
+    token = bearer_credentials(value.decode("latin-1")) if value is not None else None
+    if token == "":
         raise Refused("invalid_token", "empty Bearer token")
-    return token.strip()
+    return token
 
 
 def single_param(params: dict[str, list[str]], name: str) -> str | None:
@@ -67,7 +63,12 @@ async def session_user_id(scope: dict) -> str | None:
         return None
     scope["session"] = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
     scope["user"] = user = await get_user(scope)
-    return str(user.pk) if user.is_authenticated else None
+    if not user.is_authenticated:
+        return None
+    client_id = normalize_client_id(str(user.pk))
+    if client_id is None:  # e.g. a primary key that is an e-mail address
+        raise Refused("invalid_id", "the user's primary key is not a valid client id")
+    return client_id
 
 
 async def resolve_client_id(scope: dict) -> str:

@@ -154,6 +154,16 @@ class RedisBus:
                     logger.exception("bus: delivering a frame from another process failed")
                 DELIVERY_LATENCY.observe(time.perf_counter() - arrived)
 
+    def problem(self) -> str | None:
+        """Why frames cannot travel between processes now, or None."""
+        if not self._commands.connected:
+            return "no connection to Redis for publishing"
+        if not self._subscriber.connected:
+            return "no connection to Redis for subscriptions"
+        if any(task.done() for task in self._tasks):
+            return "a background task stopped"
+        return None
+
     def close(self) -> None:
         """Close the subscription and stop the dispatcher."""
         for task in self._tasks:

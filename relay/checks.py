@@ -1,5 +1,7 @@
 """System checks for the ``RELAY_*`` settings (``relay.E001``…), run by ``manage.py check``."""
 
+import ipaddress
+
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
@@ -89,6 +91,42 @@ def check_settings(app_configs=None, **kwargs) -> list:
                 id="relay.E013",
             )
         )
+    if not _positive_int(conf.RELAY_MAX_PENDING_BYTES):
+        errors.append(
+            Error("RELAY_MAX_PENDING_BYTES must be a positive integer of bytes, e.g. 1048576.", id="relay.E014")
+        )
+    if not _positive_number(conf.RELAY_SHUTDOWN_TIMEOUT):
+        errors.append(Error("RELAY_SHUTDOWN_TIMEOUT must be a positive number of seconds, e.g. 5.", id="relay.E015"))
+    if not _positive_int(conf.RELAY_AUDIT_RETENTION_DAYS):
+        errors.append(Error("RELAY_AUDIT_RETENTION_DAYS must be a positive integer of days, e.g. 90.", id="relay.E016"))
+    errors.extend(check_metrics_access())
+    return errors
+
+
+def _positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def check_metrics_access() -> list:
+    """RELAY_METRICS_ALLOWED_IPS must be addresses or networks; RELAY_METRICS_TOKEN a string."""
+    errors = []
+    allowed = conf.RELAY_METRICS_ALLOWED_IPS
+    try:
+        if isinstance(allowed, str):
+            raise TypeError("a string, not a list")
+        for network in allowed:
+            ipaddress.ip_network(network, strict=False)
+    except (TypeError, ValueError) as exc:
+        errors.append(
+            Error(
+                f"RELAY_METRICS_ALLOWED_IPS is not a list of addresses or networks: {exc}.",
+                hint='e.g. ["127.0.0.1/32", "10.0.0.0/8"], or [] to require RELAY_METRICS_TOKEN.',
+                id="relay.E017",
+            )
+        )
+    token = conf.RELAY_METRICS_TOKEN
+    if token is not None and (not isinstance(token, str) or len(token) < 16):
+        errors.append(Error("RELAY_METRICS_TOKEN must be None or a string of 16+ characters.", id="relay.E018"))
     return errors
 
 

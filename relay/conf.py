@@ -77,6 +77,8 @@ class Settings:
             return None
         hosts = layer.get("CONFIG", {}).get("hosts") or ["redis://localhost:6379"]
         host = hosts[0]
+        if isinstance(host, (tuple, list)):  # ("host", port), as channels-redis accepts
+            return f"redis://{host[0]}:{host[1]}"
         return host if isinstance(host, str) else host.get("address")
 
     @property

@@ -232,7 +232,13 @@ class RelayConsumer(AsyncConsumer):
             logger.warning("event=layer_event_ignored client=%s type=%r error=%s", self.client_id, kind, exc)
 
     async def relay_deliver(self, event: dict) -> None:
-        """Deliver a server push: ``{"type": "relay.deliver", "payload": ..., "from": None}``."""
-        payload_json = protocol.dumps(event["payload"])
+        """Deliver a server push: ``{"type": "relay.deliver", "payload": ..., "from": None}``.
+
+        ``payload_json`` (the payload already encoded, as ``relay.send`` sends it) may
+        stand in for ``payload``.
+        """
+        payload_json = event.get("payload_json")
+        if not isinstance(payload_json, str):
+            payload_json = protocol.dumps(event["payload"])
         await self.send_text(protocol.encode_delivery(self.subprotocol, event.get("from"), payload_json))
         metrics.DELIVERIES.inc()

@@ -16,6 +16,15 @@ def header(scope: dict, name: bytes) -> bytes | None:
     return None
 
 
+def bearer_credentials(authorization: str) -> str | None:
+    """The credentials of an ``Authorization: Bearer <credentials>`` value; None for another scheme.
+
+    A Bearer header with nothing after it gives ``""``: the caller refuses it.
+    """
+    scheme, _, credentials = authorization.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
 def query_params(scope: dict) -> dict[str, list[str]]:
     """The handshake's query string, decoded leniently (a stranger wrote it)."""
     return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)

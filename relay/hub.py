@@ -101,6 +101,10 @@ class Hub:
         """Set while the relay's Redis connection is up; None without Redis."""
         return self._commands.link.up if self._commands is not None else None
 
+    def problem(self) -> str | None:
+        """Why this process cannot relay between processes now, or None."""
+        return self._bus.problem() if self._bus is not None else None
+
     def connection_count(self) -> int:
         """Connections of this process, open or in their handshake."""
         return sum(self._members.values())
@@ -185,6 +189,11 @@ def get_hub() -> Hub:
         hub = _hubs[loop] = Hub(conf.RELAY_REDIS_URL, conf.RELAY_REDIS_PREFIX)
         shutdown.install(hub)
     return hub
+
+
+def running_hub() -> Hub | None:
+    """The hub of the running event loop if one was started, without starting one."""
+    return _hubs.get(asyncio.get_running_loop())
 
 
 def local_connections() -> dict[str, int]:

@@ -9,6 +9,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import metrics
 from .conf import conf
+from .handshake import bearer_credentials
+from .hub import running_hub
 from .membership import LAYER_ERRORS
 
 HEALTH_TIMEOUT = 2.0
@@ -29,12 +31,16 @@ async def layer_round_trip() -> None:
 
 
 async def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the channel layer round-trips, 503 with the reason when it does not."""
+    """200 when the channel layer round-trips and the relay's bus is up; 503 with the reason."""
     try:
         await asyncio.wait_for(layer_round_trip(), HEALTH_TIMEOUT)
     except LAYER_ERRORS as exc:
         reason = "the channel layer did not answer in time" if isinstance(exc, asyncio.TimeoutError) else str(exc)
         return JsonResponse({"status": "unavailable", "reason": f"channel layer: {reason}"}, status=503)
+    hub = running_hub()  # none yet: no connection has come, nothing to report
+    problem = hub.problem() if hub is not None else None
+    if problem:
+        return JsonResponse({"status": "unavailable", "reason": f"bus: {problem}"}, status=503)
     return JsonResponse({"status": "ok"})
 
 
@@ -42,8 +48,8 @@ def metrics_allowed(request: HttpRequest) -> bool:
     """Whether the request may read metrics: the bearer token, or an allowed address."""
     token = conf.RELAY_METRICS_TOKEN
     if token:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        given = bearer_credentials(request.headers.get("Authorization", ""))
+        if given and hmac.compare_digest(given.encode(), token.encode()):
             return True
     try:
         address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))

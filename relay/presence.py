@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 from .conf import conf
 from .hub import local_connections
 from .presence_writer import node_key, nodes_key
+from .protocol import normalize_client_id
 
 
 @lru_cache(maxsize=4)
@@ -29,22 +30,27 @@ def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
 
 
-def connections(client_ids: Iterable[str] | None = None) -> dict[str, int]:
-    """Open connections per online client id (of ``client_ids``, or of everyone)."""
+def connections(client_ids: Iterable[str | int] | None = None) -> dict[str, int]:
+    """Open connections per online client id (of ``client_ids``, or of everyone).
+
+    Ids are normalized like targets (``2`` is ``"2"``); an invalid id is never online.
+    """
+    ids = None
+    if client_ids is not None:
+        ids = [client_id for client_id in map(normalize_client_id, client_ids) if client_id is not None]
     url = conf.RELAY_REDIS_URL
     if url is None:
         counts = local_connections()
     else:
-        counts = _redis_connections(_client(url), conf.RELAY_REDIS_PREFIX, client_ids)
-    if client_ids is not None:
-        wanted = set(client_ids)
+        counts = _redis_connections(_client(url), conf.RELAY_REDIS_PREFIX, ids)
+    if ids is not None:
+        wanted = set(ids)
         counts = {client_id: n for client_id, n in counts.items() if client_id in wanted}
     return counts
 
 
-def _redis_connections(client: redis.Redis, prefix: str, client_ids: Iterable[str] | None) -> dict[str, int]:
+def _redis_connections(client: redis.Redis, prefix: str, ids: list[str] | None) -> dict[str, int]:
     alive = client.zrangebyscore(nodes_key(prefix), time.time() - conf.RELAY_PRESENCE_TTL, "+inf")
-    ids = None if client_ids is None else list(client_ids)
     pipe = client.pipeline(transaction=False)
     for node in alive:
         if ids is None:
@@ -60,12 +66,12 @@ def _redis_connections(client: redis.Redis, prefix: str, client_ids: Iterable[st
     return counts
 
 
-def online(client_ids: Iterable[str]) -> set[str]:
+def online(client_ids: Iterable[str | int]) -> set[str]:
     """The client ids of ``client_ids`` that have at least one open connection."""
-    return set(connections(list(client_ids)))
+    return set(connections(client_ids))
 
 
-def is_online(client_id: str) -> bool:
+def is_online(client_id: str | int) -> bool:
     """Whether ``client_id`` has at least one open connection anywhere."""
     return bool(connections([client_id]))
 

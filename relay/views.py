@@ -7,7 +7,6 @@ WebSocket frame; ``GET /relay/api/presence?ids=1,2``. Every answer is JSON, erro
 
 import logging
 
-import redis
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
@@ -15,6 +14,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import api, presence, protocol
 from .conf import conf
+from .handshake import bearer_credentials
+from .membership import LAYER_ERRORS
 from .models import ApiKey, AuditEntry
 
 logger = logging.getLogger(__name__)
@@ -35,10 +36,8 @@ def method_not_allowed(allowed: str) -> JsonResponse:
 
 async def authenticate(request: HttpRequest) -> ApiKey | None:
     """The API key of an ``Authorization: Bearer <key>`` header (never a session cookie)."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        return None
-    return await ApiKey.authenticate(key.strip())
+    key = bearer_credentials(request.headers.get("Authorization", ""))
+    return await ApiKey.authenticate(key) if key else None
 
 
 def unauthorized() -> JsonResponse:
@@ -86,8 +85,8 @@ async def send(request: HttpRequest) -> JsonResponse:
         return error(400, exc.code, exc.detail)
     targets = list(message.targets)
     try:
-        online = await api.asend(targets, protocol.loads(message.payload_json))
-    except (OSError, redis.RedisError) as exc:
+        online = await api.push(message.targets, message.payload_json)
+    except LAYER_ERRORS as exc:
         return unavailable(exc)
     await sync_to_async(AuditEntry.record)(
         AuditEntry.Source.API, f"api key {key.name}", targets, online, len(message.payload_json)
@@ -111,7 +110,7 @@ async def presence_view(request: HttpRequest) -> JsonResponse:
         return error(400, exc.code, exc.detail)
     try:
         counts = await presence.aconnections(ids)
-    except (OSError, redis.RedisError) as exc:
+    except LAYER_ERRORS as exc:
         return unavailable(exc)
     return JsonResponse({"online": [i for i in ids if i in counts], "connections": counts})
 

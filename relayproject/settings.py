@@ -56,7 +56,7 @@ def database_from_url(url: str | None) -> dict:
     )
 
 
-def channel_layer_from_url(url: str | None) -> dict:
+def channel_layer_from_url(url: str | None, prefix: str = "asgi") -> dict:
     """The channel layer: channels-redis pub/sub on REDIS_URL, else in-memory (one process only)."""
     if not url:
         return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
@@ -64,7 +64,7 @@ def channel_layer_from_url(url: str | None) -> dict:
     # per-process capacity that silently drops group messages (README, "Channel layer").
     return {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [url]},
+        "CONFIG": {"hosts": [url], "prefix": prefix},
     }
 
 
@@ -127,7 +127,12 @@ WSGI_APPLICATION = None
 
 DATABASES = {"default": database_from_url(os.environ.get("DATABASE_URL"))}
 
-CHANNEL_LAYERS = {"default": channel_layer_from_url(os.environ.get("REDIS_URL"))}
+# Redis pub/sub channels ignore the db number: two sites on one Redis need two prefixes,
+# for the channel layer's groups and for the relay's own channels and keys.
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "")
+CHANNEL_LAYERS = {
+    "default": channel_layer_from_url(os.environ.get("REDIS_URL"), f"{REDIS_PREFIX}.asgi" if REDIS_PREFIX else "asgi")
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -149,6 +154,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The relay (defaults and meaning: relay/conf.py). The environment can set the ones a
 # deployment usually changes; unset ones keep the app's defaults.
 RELAY_ALLOW_QUERY_ID = env_bool("RELAY_ALLOW_QUERY_ID", DEBUG)
+if REDIS_PREFIX:
+    RELAY_REDIS_PREFIX = REDIS_PREFIX
 if "RELAY_ALLOWED_ORIGINS" in os.environ:
     RELAY_ALLOWED_ORIGINS = env_list("RELAY_ALLOWED_ORIGINS", [])
 if os.environ.get("RELAY_TOKEN_SECRET"):

@@ -18,7 +18,7 @@ def test_public_api():
 
 
 def test_deliver_event():
-    assert relay.api.deliver_event({"a": 1}) == {"type": "relay.deliver", "from": None, "payload": {"a": 1}}
+    assert relay.api.deliver_event('{"a":1}') == {"type": "relay.deliver", "from": None, "payload_json": '{"a":1}'}
 
 
 async def test_asend_reaches_every_connection_in_both_framings(connect):
@@ -43,7 +43,7 @@ async def test_send_from_sync_code_reaches_connections(connect):
 
 def test_send_from_sync_code_sends_one_event_per_target(recording_layer):
     relay.send(["bob", 2, "2", "bob", "carol"], {"a": 1})
-    event = {"type": "relay.deliver", "from": None, "payload": {"a": 1}}
+    event = {"type": "relay.deliver", "from": None, "payload_json": '{"a":1}'}
     assert recording_layer.sent == [("relay.bob", event), ("relay.2", event), ("relay.carol", event)]
 
 

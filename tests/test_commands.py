@@ -1,6 +1,7 @@
 """``manage.py relay_send``: pushing from the command line, and refusing what cannot work."""
 
 import io
+import json
 
 import pytest
 from django.core.management import call_command
@@ -21,7 +22,7 @@ class UnreadableStdin:
 
 
 def event(payload) -> dict:
-    return {"type": "relay.deliver", "from": None, "payload": payload}
+    return {"type": "relay.deliver", "from": None, "payload_json": json.dumps(payload, separators=(",", ":"))}
 
 
 @pytest.mark.django_db

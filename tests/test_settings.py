@@ -120,8 +120,9 @@ def test_channel_layer_default_is_in_memory(url):
 def test_channel_layer_redis(url):
     assert channel_layer_from_url(url) == {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [url]},
+        "CONFIG": {"hosts": [url], "prefix": "asgi"},
     }
+    assert channel_layer_from_url(url, "site-b.asgi")["CONFIG"]["prefix"] == "site-b.asgi"
 
 
 # Importing the settings in a clean environment

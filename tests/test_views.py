@@ -95,10 +95,10 @@ def test_send_with_nobody_online(api_key):
 
 @pytest.mark.django_db
 def test_send_when_the_channel_layer_is_unavailable(api_key, monkeypatch):
-    async def unreachable(targets, payload):
+    async def unreachable(ids, payload_json):
         raise ConnectionRefusedError("Connection refused")
 
-    monkeypatch.setattr("relay.api.asend", unreachable)
+    monkeypatch.setattr("relay.api.push", unreachable)
     response = post(Client(), frame(["bob"], 1), api_key)
     assert_json_error(response, 503, "unavailable", "The relay cannot reach its channel layer now; try again later.")
     assert AuditEntry.objects.count() == 0

@@ -355,3 +355,11 @@ async def test_presence_with_bad_ids_is_400(server, api_key, query, code):
     response = await request(server, "GET", f"/relay/api/presence{query}", headers=bearer(api_key))
 
     assert_json_error(response, 400, code)
+
+
+async def test_integers_beyond_64_bits_are_pushed_like_any_json(server, api_key, connect, uid):
+    client = await connect(server, uid("big"))
+    body = f'{{"targets": ["{client.client_id}"], "payload": [123456789012345678901234567890, -1]}}'
+    response = await api_send(server, api_key, body)
+    assert (response.status, json.loads(response.body)) == (202, {"targets": 1, "online": 1})
+    assert await client.recv_text() == "[123456789012345678901234567890,-1]"

@@ -3,11 +3,12 @@
 import getpass
 import sys
 
-import redis
+from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
 from relay import api, protocol
+from relay.membership import LAYER_ERRORS
 from relay.models import AuditEntry
 
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"The payload is not valid JSON: {exc}") from None
         try:
-            targets = api.validate_push(options["targets"], payload)
+            targets, payload_json = api.validate_push(options["targets"], payload)
         except protocol.ProtocolError as exc:
             raise CommandError(exc.detail) from None
         if isinstance(get_channel_layer(), InMemoryChannelLayer):
@@ -37,8 +38,8 @@ class Command(BaseCommand):
                 "both the server and this command, or push with relay.send() from inside the server."
             )
         try:
-            online = api.send(targets, payload)
-        except (OSError, redis.RedisError) as exc:
+            online = async_to_sync(api.push)(targets, payload_json)
+        except LAYER_ERRORS as exc:
             raise CommandError(f"Cannot reach the channel layer (Redis): {exc}") from None
         AuditEntry.record(
             AuditEntry.Source.COMMAND, getpass.getuser(), list(targets), online, len(protocol.dumps(payload))
