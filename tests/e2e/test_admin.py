@@ -199,7 +199,7 @@ async def test_online_page_lists_ids_with_their_connection_counts(server, connec
     await gone.close()
     await asyncio.sleep(0.2)  # a disconnect is written to presence asynchronously
 
-    _, [answer] = await as_user(server, ("GET", ONLINE_PATH, {}), staff=True)
+    _, [answer] = await as_user(server, ("GET", ONLINE_PATH, {}), staff=True, permission=True)
 
     assert answer["status"] == 200
     rows = online_rows(answer["html"])
