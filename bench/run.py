@@ -317,9 +317,14 @@ def main() -> int:
         if target["log_problems"]:
             print(f"{target['target']}: {target['log_problems']} error/warning lines in {', '.join(target['logs'])}")
 
-    out = RESULTS / f"bench-{stamp}.json"
-    out.write_text(json.dumps({"args": vars(args), "results": results, "relay_over_floor": relay_floor,
-                               "bar": bar, "failures": failures}, indent=2))  # fmt: skip
+    data = {"args": vars(args), "results": results, "relay_over_floor": relay_floor, "bar": bar}
+    return finish(f"bench-{stamp}.json", data, failures)
+
+
+def finish(name: str, data: dict, failures: list[str]) -> int:
+    """Write ``data`` and the failures to ``bench/results/name``, print them; the exit status."""
+    out = RESULTS / name
+    out.write_text(json.dumps({**data, "failures": failures}, indent=2))
     print(f"results: {out.relative_to(ROOT)}")
     for failure in failures:
         print(f"FAIL {failure}", file=sys.stderr)

@@ -17,7 +17,6 @@ behind, so the load really was steady).
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -36,6 +35,7 @@ from bench.run import (  # noqa: E402
     Daphne,
     add_cpu,
     cpu_sample,
+    finish,
     fmt,
     redis_info,
     server_env,
@@ -259,19 +259,10 @@ def main() -> int:
          **{f"{part}_cpu_s": seconds for part, seconds in s["cpu"].items()}}
         for s in samples
     ]  # fmt: skip
-    out = RESULTS / f"soak-{stamp}.json"
-    out.write_text(
-        json.dumps(
-            {"args": vars(args), "report": report, "memory": memory, "samples": series, "checks": checks,
-             "failures": failures, "log": str(server.log_path), "log_problems": len(problems),
-             "log_problem_samples": problems[:20], "error_samples": report["error_samples"]},
-            indent=2,
-        )
-    )  # fmt: skip
-    print(f"results: {out.relative_to(ROOT)}")
-    for failure in failures:
-        print(f"FAIL {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    data = {"args": vars(args), "report": report, "memory": memory, "samples": series, "checks": checks,
+            "log": str(server.log_path), "log_problems": len(problems), "log_problem_samples": problems[:20],
+            "error_samples": report["error_samples"]}  # fmt: skip
+    return finish(f"soak-{stamp}.json", data, failures)
 
 
 if __name__ == "__main__":

@@ -359,11 +359,21 @@ async def assert_all_silent(clients: list[Client], seconds: float = 0.3) -> None
     await asyncio.gather(*(client.assert_silent(seconds) for client in clients))
 
 
-def open_ws(server: Server, query: str = "", *, path: str = "/ws", subprotocols: list[str] | None = None):
+def open_ws(
+    server: Server,
+    query: str = "",
+    *,
+    path: str = "/ws",
+    subprotocols: list[str] | None = None,
+    headers=None,
+    origin: str | None = None,
+):
     """The ``websockets`` connect call for a server (an awaitable and async context manager)."""
     return ws_connect(
         server.url(query, path),
         subprotocols=subprotocols,
+        additional_headers=headers,
+        origin=origin,
         proxy=None,
         compression=None,
         open_timeout=5,

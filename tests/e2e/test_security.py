@@ -18,7 +18,6 @@ import uuid
 
 import jwt
 import pytest
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .conftest import (
@@ -29,6 +28,7 @@ from .conftest import (
     Server,
     assert_all_silent,
     free_port,
+    open_ws,
     raw_websocket,
     run_manage_sync,
     site_env,
@@ -93,16 +93,7 @@ BAD_TOKENS = {
 
 def open_socket(server: Server, query: str = "", *, headers=None, origin: str | None = None, subprotocol=None):
     """A ``websockets`` connect call with the handshake under the test's control."""
-    return ws_connect(
-        server.url(query),
-        additional_headers=headers,
-        origin=origin,
-        subprotocols=[subprotocol] if subprotocol else None,
-        proxy=None,
-        compression=None,
-        open_timeout=5,
-        close_timeout=2,
-    )
+    return open_ws(server, query, headers=headers, origin=origin, subprotocols=[subprotocol] if subprotocol else None)
 
 
 @pytest.fixture
