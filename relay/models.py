@@ -11,6 +11,8 @@ from django.utils import timezone
 from .conf import conf
 
 KEY_PREFIX = "rk"
+#: ``last_used_at`` is updated at most this often: not one database write per request.
+LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 def hash_key(key: str) -> str:
@@ -59,7 +61,9 @@ class ApiKey(models.Model):
         key = await cls.objects.filter(prefix=parts[1], revoked_at__isnull=True).afirst()
         if key is None or not hmac.compare_digest(key.key_hash, hash_key(plain)):
             return None
-        await cls.objects.filter(pk=key.pk).aupdate(last_used_at=timezone.now())
+        now = timezone.now()
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_PRECISION:  # one write a minute
+            await cls.objects.filter(pk=key.pk).aupdate(last_used_at=now)
         return key
 
     @property

@@ -138,3 +138,16 @@ def test_record_prunes_entries_older_than_the_retention(settings, retention, age
 def test_send_message_permission_exists():
     permission = Permission.objects.get(codename="send_message", content_type__app_label="relay")
     assert permission.name == "Can send messages to clients from the admin"
+
+
+@pytest.mark.django_db
+def test_last_used_is_written_at_most_once_a_minute(monkeypatch):
+    key, plain = ApiKey.generate("billing")
+    assert async_to_sync(ApiKey.authenticate)(plain) == key
+    first = ApiKey.objects.get().last_used_at
+    assert async_to_sync(ApiKey.authenticate)(plain) == key
+    assert ApiKey.objects.get().last_used_at == first  # a second later: no write
+    later = timezone.now() + timedelta(minutes=2)
+    monkeypatch.setattr("relay.models.timezone.now", lambda: later)
+    assert async_to_sync(ApiKey.authenticate)(plain) == key
+    assert ApiKey.objects.get().last_used_at == later
