@@ -8,7 +8,6 @@ from django.urls import path, reverse
 
 from . import api, presence, protocol
 from .forms import SendMessageForm
-from .membership import LAYER_ERRORS
 from .models import ApiKey, AuditEntry
 
 
@@ -86,7 +85,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
             targets, payload = list(form.cleaned_data["targets"]), form.cleaned_data["payload"]
             try:
                 online = api.send(targets, payload)
-            except LAYER_ERRORS as exc:
+            except api.LAYER_ERRORS as exc:
                 messages.error(request, f"Not sent: the relay cannot reach its channel layer ({exc}).")
             else:
                 AuditEntry.record(
@@ -104,7 +103,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
         try:
             counts = sorted(presence.connections().items())
             error = None
-        except LAYER_ERRORS as exc:
+        except api.LAYER_ERRORS as exc:
             counts, error = [], f"Presence is unavailable: {exc}"
         context = {
             **self.admin_site.each_context(request),

@@ -10,12 +10,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import redis
+from .api import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
 
-#: What a layer raises when its Redis cannot be reached.
-LAYER_ERRORS = (OSError, asyncio.TimeoutError, redis.RedisError)
 JOIN_TIMEOUT = 2.0
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
 

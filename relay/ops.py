@@ -8,10 +8,11 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from . import metrics
+from .api import LAYER_ERRORS
 from .conf import conf
 from .handshake import bearer_credentials
 from .hub import running_hub
-from .membership import LAYER_ERRORS
+from .views import error
 
 HEALTH_TIMEOUT = 2.0
 
@@ -61,6 +62,6 @@ def metrics_allowed(request: HttpRequest) -> bool:
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text format, for the allow-listed addresses or the metrics token."""
     if not metrics_allowed(request):
-        return JsonResponse({"error": {"code": "forbidden", "detail": "Metrics are not public."}}, status=403)
+        return error(403, "forbidden", "Metrics are not public.")
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)

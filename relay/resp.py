@@ -14,9 +14,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import hiredis
+from redis.connection import parse_url
 
 logger = logging.getLogger(__name__)
 
@@ -35,20 +35,6 @@ def encode_command(*args: bytes) -> bytes:
     return b"".join(out)
 
 
-def connection_params(url: str) -> dict[str, Any]:
-    """Address, credentials and db of a ``redis://`` or ``unix://`` URL."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        params: dict[str, Any] = {"path": parts.path, "db": 0}
-    else:
-        params = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 6379, "db": 0}
-        if parts.path.strip("/"):
-            params["db"] = int(parts.path.strip("/"))
-    params["username"] = unquote(parts.username) if parts.username else None
-    params["password"] = unquote(parts.password) if parts.password else None
-    return params
-
-
 def enable_keepalive(sock: socket.socket) -> None:
     """TCP keepalive after 10 s idle, so a dead peer on a cut network is noticed in ~25 s."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -60,10 +46,10 @@ def enable_keepalive(sock: socket.socket) -> None:
 def setup_commands(params: dict[str, Any]) -> list[bytes]:
     """AUTH and SELECT for a fresh connection, as the URL asks."""
     commands = []
-    if params["password"]:
-        credentials = [params["username"], params["password"]] if params["username"] else [params["password"]]
+    if params.get("password"):
+        credentials = [params["username"], params["password"]] if params.get("username") else [params["password"]]
         commands.append(encode_command(b"AUTH", *(c.encode() for c in credentials)))
-    if params["db"]:
+    if params.get("db"):
         commands.append(encode_command(b"SELECT", str(params["db"]).encode()))
     return commands
 
@@ -95,7 +81,9 @@ class RedisLink:
 
     def __init__(self, url: str, name: str, on_reply: Callable[[Any], None]) -> None:
         self.name = name
-        self._params = connection_params(url)
+        if url.startswith("rediss://"):
+            raise ValueError("The relay's Redis client does not speak TLS: use redis:// or unix:// (check relay.E011).")
+        self._params = parse_url(url)  # redis-py's reading of the URL, as channels-redis and presence use
         self._on_reply = on_reply
         self._up_callbacks: list[Callable[[], None]] = []
         self._down_callbacks: list[Callable[[], None]] = []
@@ -148,7 +136,9 @@ class RedisLink:
         if "path" in params:
             _, protocol = await loop.create_unix_connection(factory, params["path"])
         else:
-            _, protocol = await loop.create_connection(factory, params["host"], params["port"])
+            _, protocol = await loop.create_connection(
+                factory, params.get("host", "localhost"), params.get("port", 6379)
+            )
         sock = protocol.transport.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             enable_keepalive(sock)

@@ -15,7 +15,6 @@ from django.views.decorators.csrf import csrf_exempt
 from . import api, presence, protocol
 from .conf import conf
 from .handshake import bearer_credentials
-from .membership import LAYER_ERRORS
 from .models import ApiKey, AuditEntry
 
 logger = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ async def send(request: HttpRequest) -> JsonResponse:
     targets = list(message.targets)
     try:
         online = await api.push(message.targets, message.payload_json)
-    except LAYER_ERRORS as exc:
+    except api.LAYER_ERRORS as exc:
         return unavailable(exc)
     await sync_to_async(AuditEntry.record)(
         AuditEntry.Source.API, f"api key {key.name}", targets, online, len(message.payload_json)
@@ -110,7 +109,7 @@ async def presence_view(request: HttpRequest) -> JsonResponse:
         return error(400, exc.code, exc.detail)
     try:
         counts = await presence.aconnections(ids)
-    except LAYER_ERRORS as exc:
+    except api.LAYER_ERRORS as exc:
         return unavailable(exc)
     return JsonResponse({"online": [i for i in ids if i in counts], "connections": counts})
 

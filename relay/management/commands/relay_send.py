@@ -8,7 +8,6 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
 from relay import api, protocol
-from relay.membership import LAYER_ERRORS
 from relay.models import AuditEntry
 
 
@@ -39,7 +38,7 @@ class Command(BaseCommand):
             )
         try:
             online = async_to_sync(api.push)(targets, payload_json)
-        except LAYER_ERRORS as exc:
+        except api.LAYER_ERRORS as exc:
             raise CommandError(f"Cannot reach the channel layer (Redis): {exc}") from None
         AuditEntry.record(
             AuditEntry.Source.COMMAND, getpass.getuser(), list(targets), online, len(protocol.dumps(payload))
