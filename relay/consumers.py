@@ -201,10 +201,13 @@ class RelayConsumer(AsyncConsumer):
 
     async def send_text(self, text: str) -> None:
         """Send one text frame to the client; close a client that stopped reading."""
-        if self.close_code is not None or (self.connection is not None and not self.connection.is_open()):
-            return  # closing: daphne would raise, and the client stops reading anyway
-        await self.base_send({"type": "websocket.send", "text": text})
-        if self.connection is not None and self.connection.pending_bytes() > self.max_pending_bytes:
+        if self.close_code is not None:
+            return
+        if self.connection is None:
+            await self.base_send({"type": "websocket.send", "text": text})
+            return
+        unsent = self.connection.send(text)  # None: the socket is closing, nothing was sent
+        if unsent is not None and unsent > self.max_pending_bytes:
             logger.warning(
                 "event=close client=%s code=1013 reason=%s", self.client_id, "not reading: send buffer over the limit"
             )

@@ -4,8 +4,8 @@ Behind daphne's ASGI ``send`` (``functools.partial(server.handle_reply, protocol
 is the autobahn protocol of the connection. The relay uses it for what ASGI
 cannot say under daphne:
 
-- how many bytes the socket has not sent yet: ``websocket.send`` never waits, so what
-  a client does not read piles up in Twisted's write buffer (slow clients);
+- sending, with how many bytes the socket has not sent yet: ``websocket.send`` never
+  waits, so what a client does not read piles up in Twisted's write buffer (slow clients);
 - closing with the RFC 6455 codes 1001, 1008 and 1013: autobahn's ``sendClose``, which
   daphne's ``websocket.close`` calls, only allows 1000 and 3000-4999 (django/daphne#374);
 - telling a client why its connection failed: daphne leaves autobahn's ``failByDrop``
@@ -27,12 +27,17 @@ class ServerConnection:
         self._transport = protocol.transport
         protocol.failByDrop = False  # send the close code (1009, 1002, ...) before dropping
 
-    def is_open(self) -> bool:
-        """Whether frames can still be sent: not once either side started closing."""
-        return self._protocol.state == self._protocol.STATE_OPEN
+    def send(self, text: str) -> int | None:
+        """Send a text frame; return the bytes not yet sent to the client, or None if closing.
 
-    def pending_bytes(self) -> int:
-        """Bytes written to the socket's buffer and not yet sent to the client."""
+        What daphne's ``websocket.send`` does, in one call: no coroutine, no message dict,
+        and no frame sent to a socket that either side started closing (autobahn would
+        raise into the sender).
+        """
+        protocol = self._protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return None
+        protocol.sendMessage(text.encode(), False)
         transport = self._transport
         return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
