@@ -8,12 +8,50 @@ from channels.layers import BaseChannelLayer, channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
+from relay import protocol
 from relayproject.asgi import application
 
 
 def frame(targets: Any, payload: Any = None, **extra: Any) -> str:
     """A client frame ``{"targets": ..., "payload": ..., **extra}`` as JSON text, not ASCII-escaped."""
     return json.dumps({"targets": targets, "payload": payload, **extra}, ensure_ascii=False)
+
+
+LONG = "x" * (64 * 1024)
+TOO_MANY = [f"c{i}" for i in range(100)] + ["c"]
+
+#: Every kind of bad client frame with its error code, shared by the WebSocket and HTTP
+#: API tests (the same validation answers both). ``None`` stands for a binary frame.
+BAD_FRAMES = [
+    pytest.param("not json", protocol.INVALID_JSON, id="not-json"),
+    pytest.param("", protocol.INVALID_JSON, id="empty"),
+    pytest.param('{"targets": ["c"], "payload": 1', protocol.INVALID_JSON, id="truncated"),
+    pytest.param("[" * 60000, protocol.INVALID_JSON, id="deep-nesting"),
+    pytest.param('{"targets": ["c"], "payload": NaN}', protocol.INVALID_JSON, id="nan"),
+    pytest.param('{"targets": ["c"], "payload": Infinity}', protocol.INVALID_JSON, id="infinity"),
+    pytest.param('{"targets": ["c"], "payload": -Infinity}', protocol.INVALID_JSON, id="minus-infinity"),
+    pytest.param('{"targets": ["c"], "payload": 1e400}', protocol.INVALID_JSON, id="1e400"),
+    pytest.param('{"targets": ["c"], "payload": ' + "9" * 5000 + "}", protocol.INVALID_JSON, id="huge-int"),
+    pytest.param('["c"]', protocol.INVALID_MESSAGE, id="list"),
+    pytest.param('"c"', protocol.INVALID_MESSAGE, id="string"),
+    pytest.param("3", protocol.INVALID_MESSAGE, id="number"),
+    pytest.param("null", protocol.INVALID_MESSAGE, id="null"),
+    pytest.param('{"payload": 1}', protocol.INVALID_MESSAGE, id="targets-missing"),
+    pytest.param('{"targets": "c", "payload": 1}', protocol.INVALID_MESSAGE, id="targets-not-list"),
+    pytest.param('{"targets": [], "payload": 1}', protocol.INVALID_MESSAGE, id="targets-empty"),
+    pytest.param('{"targets": ["c"]}', protocol.INVALID_MESSAGE, id="payload-missing"),
+    pytest.param('{"targets": ["c", "a b"], "payload": 1}', protocol.INVALID_TARGET, id="target-bad-chars"),
+    pytest.param(frame(["c", "x" * 65], 1), protocol.INVALID_TARGET, id="target-too-long"),
+    pytest.param('{"targets": ["c", true], "payload": 1}', protocol.INVALID_TARGET, id="target-bool"),
+    pytest.param('{"targets": ["c", 1.5], "payload": 1}', protocol.INVALID_TARGET, id="target-float"),
+    pytest.param('{"targets": ["c", null], "payload": 1}', protocol.INVALID_TARGET, id="target-null"),
+    pytest.param('{"targets": ["c", {}], "payload": 1}', protocol.INVALID_TARGET, id="target-object"),
+    pytest.param('{"targets": ["c", 1e400], "payload": 1}', protocol.INVALID_TARGET, id="target-1e400"),
+    pytest.param(frame(TOO_MANY, 1), protocol.TOO_MANY_TARGETS, id="too-many-targets"),
+    pytest.param(frame(["c"], LONG), protocol.MESSAGE_TOO_LARGE, id="too-large"),
+    pytest.param(frame(["c"], "é" * 32768), protocol.MESSAGE_TOO_LARGE, id="too-large-in-bytes"),
+    pytest.param(None, protocol.BINARY_NOT_SUPPORTED, id="binary"),
+]
 
 
 async def send_text(communicator: WebsocketCommunicator, text: str) -> None:

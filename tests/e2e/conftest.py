@@ -102,10 +102,6 @@ class Server:
     def __repr__(self) -> str:
         return f"<Server {self.name} :{self.port} redis={'REDIS_URL' in self.env}>"
 
-    @property
-    def uses_redis(self) -> bool:
-        return "REDIS_URL" in self.env
-
     def url(self, query: str = "", path: str = "/ws") -> str:
         """The WebSocket URL of ``path`` with a raw query string (``id=1``)."""
         return f"ws://127.0.0.1:{self.port}{path}" + (f"?{query}" if query else "")
