@@ -9,16 +9,12 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from . import presence, protocol
+from relay import presence, protocol
 
 Targets = str | int | Iterable[str | int]
-
-#: What the channel layer (or presence) raises when its Redis cannot be reached.
-LAYER_ERRORS = (OSError, TimeoutError, redis.RedisError)
 
 
 def deliver_event(payload_json: str) -> dict:

@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
-from .conf import conf
-from .throttling import parse_rate
+from relay.conf import conf
+from relay.server.throttling import parse_rate
 
 
 def _positive_int(value) -> bool:

@@ -46,7 +46,7 @@ class Settings:
     @property
     def RELAY_SEND_POLICY(self) -> str:
         """Dotted path of the policy deciding whether a sender may reach a target."""
-        return getattr(settings, "RELAY_SEND_POLICY", "relay.policies.AllowAll")
+        return getattr(settings, "RELAY_SEND_POLICY", "relay.server.policies.AllowAll")
 
     @property
     def RELAY_RATE_LIMIT(self) -> str | None:

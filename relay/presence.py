@@ -19,10 +19,9 @@ from functools import lru_cache
 import redis
 from asgiref.sync import sync_to_async
 
-from .conf import conf
-from .hub import local_connections
-from .presence_writer import node_key, nodes_key
-from .protocol import normalize_client_id
+from relay.conf import conf
+from relay.protocol import normalize_client_id
+from relay.redis.keys import node_key, nodes_key
 
 
 @lru_cache(maxsize=4)
@@ -40,6 +39,10 @@ def connections(client_ids: Iterable[str | int] | None = None) -> dict[str, int]
         ids = [client_id for client_id in map(normalize_client_id, client_ids) if client_id is not None]
     url = conf.RELAY_REDIS_URL
     if url is None:
+        # The in-memory layer: presence is this process's own connections, so the engine
+        # is running here if anything is; imported only then, to keep this module light.
+        from relay.server.hub import local_connections
+
         counts = local_connections()
     else:
         counts = _redis_connections(_client(url), conf.RELAY_REDIS_PREFIX, ids)

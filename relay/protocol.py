@@ -9,12 +9,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-#: The subprotocol that wraps every server frame in an envelope (SPEC §3).
+# Re-exported: the README documents relay.protocol.ProtocolError.
+from relay.exceptions import ProtocolError as ProtocolError
+
+#: The subprotocol that wraps every server frame in an envelope.
 SUBPROTOCOL_V1 = "relay.v1"
 
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
-# Error codes (SPEC §3).
+# Error codes (README, "Frames").
 INVALID_JSON = "invalid_json"
 INVALID_MESSAGE = "invalid_message"
 INVALID_TARGET = "invalid_target"
@@ -25,25 +28,15 @@ RATE_LIMITED = "rate_limited"
 FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
 
-# Close codes the relay sends (SPEC §3).
+# Close codes the relay sends.
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
 def group_for(client_id: str) -> str:
-    """The channel-layer group holding every connection of ``client_id`` (SPEC §5)."""
+    """The channel-layer group holding every connection of ``client_id``."""
     return f"relay.{client_id}"
-
-
-class ProtocolError(ValueError):
-    """A client frame the relay refuses, with the error code and text the client gets."""
-
-    def __init__(self, code: str, detail: str, ref: Any = None) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.ref = ref
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,10 @@
 from channels.routing import URLRouter
 from django.urls import re_path
 
-from .auth import ClientIdentityMiddleware
-from .consumers import RelayConsumer
-from .handshake import refuse_handshake
-from .origins import OriginMiddleware
+from relay.identity.auth import ClientIdentityMiddleware
+from relay.identity.handshake import refuse_handshake
+from relay.identity.origins import OriginMiddleware
+from relay.server.consumers import RelayConsumer
 
 
 async def refuse_unknown_path(scope, receive, send) -> None:

@@ -1,15 +1,20 @@
-"""The relay's HTTP endpoints; include them with ``path("relay/", include("relay.urls"))``."""
+"""The relay's HTTP endpoints; include them with ``path("relay/", include("relay.urls"))``.
 
-from django.urls import path, re_path
+Health and metrics always; the HTTP API under ``api/`` when ``relay.contrib.http_api``
+is installed.
+"""
 
-from . import ops, views
+from django.apps import apps
+from django.urls import URLPattern, URLResolver, include, path
+
+from relay import views
 
 app_name = "relay"
 
-urlpatterns = [
-    path("api/send", views.send, name="api-send"),
-    path("api/presence", views.presence_view, name="api-presence"),
-    path("healthz", ops.healthz, name="healthz"),
-    path("metrics", ops.metrics_view, name="metrics"),
-    re_path(r"^api/", views.not_found),
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics_view, name="metrics"),
 ]
+
+if apps.is_installed("relay.contrib.http_api"):
+    urlpatterns.append(path("api/", include("relay.contrib.http_api.urls")))

@@ -1,119 +1,74 @@
-"""The HTTP API, for services that are not Django (SPEC §5).
+"""The relay's own HTTP endpoints: ``/relay/healthz`` for load balancers, ``/relay/metrics`` for Prometheus."""
 
-``POST /relay/api/send`` with ``Authorization: Bearer <api key>`` and a body like a
-WebSocket frame; ``GET /relay/api/presence?ids=1,2``. Every answer is JSON, errors as
-``{"error": {"code": ..., "detail": ...}}`` with the WebSocket error codes.
-"""
+import asyncio
+import hmac
+import ipaddress
 
-import logging
+from channels.layers import get_channel_layer
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from asgiref.sync import sync_to_async
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from relay import metrics
+from relay.conf import conf
+from relay.exceptions import LAYER_ERRORS
+from relay.identity.handshake import bearer_credentials
+from relay.server.hub import running_hub
 
-from . import api, presence, protocol
-from .conf import conf
-from .handshake import bearer_credentials
-from .models import ApiKey, AuditEntry
-
-logger = logging.getLogger(__name__)
+HEALTH_TIMEOUT = 2.0
 
 
 def error(status: int, code: str, detail: str, **headers: str) -> JsonResponse:
-    """A JSON error response."""
+    """A JSON error response ``{"error": {"code": ..., "detail": ...}}``; ``_`` in header names becomes ``-``."""
     response = JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
 
 
-def method_not_allowed(allowed: str) -> JsonResponse:
-    """405, naming the method that is allowed."""
-    return error(405, "method_not_allowed", f"Use {allowed}.", Allow=allowed)
+async def layer_round_trip() -> None:
+    """Send a message to a fresh channel and receive it back through the channel layer."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "relay.health"})
+    await layer.receive(channel)
+    # channels-redis' pub/sub layer forgets a channel when a receive on it is cancelled
+    # (that is how consumers leave); do the same so health checks leave nothing behind.
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)
+    receiving.cancel()
+    await asyncio.gather(receiving, return_exceptions=True)
 
 
-async def authenticate(request: HttpRequest) -> ApiKey | None:
-    """The API key of an ``Authorization: Bearer <key>`` header (never a session cookie)."""
-    key = bearer_credentials(request.headers.get("Authorization", ""))
-    return await ApiKey.authenticate(key) if key else None
-
-
-def unauthorized() -> JsonResponse:
-    """401 for a missing, malformed, unknown or revoked key."""
-    return error(
-        401,
-        "unauthorized",
-        "Send a valid API key as 'Authorization: Bearer <key>'.",
-        WWW_Authenticate='Bearer realm="relay"',
-    )
-
-
-def unavailable(exc: Exception) -> JsonResponse:
-    """503 when Redis (the channel layer or presence) cannot be reached."""
-    logger.warning("api: channel layer unavailable: %s", exc)
-    return error(503, protocol.UNAVAILABLE, "The relay cannot reach its channel layer now; try again later.")
-
-
-@csrf_exempt  # authenticated by a bearer key, never by cookies, so there is nothing to forge
-async def send(request: HttpRequest) -> JsonResponse:
-    """Push a payload to clients: 202 with how many targets were online."""
-    if request.method != "POST":
-        return method_not_allowed("POST")
-    key = await authenticate(request)
-    if key is None:
-        return unauthorized()
-    limit = conf.RELAY_MAX_MESSAGE_BYTES
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the channel layer round-trips and the relay's bus is up; 503 with the reason."""
     try:
-        declared = int(request.headers.get("Content-Length") or 0)
+        await asyncio.wait_for(layer_round_trip(), HEALTH_TIMEOUT)
+    except LAYER_ERRORS as exc:
+        reason = "the channel layer did not answer in time" if isinstance(exc, asyncio.TimeoutError) else str(exc)
+        return JsonResponse({"status": "unavailable", "reason": f"channel layer: {reason}"}, status=503)
+    hub = running_hub()  # none yet: no connection has come, nothing to report
+    problem = hub.problem() if hub is not None else None
+    if problem:
+        return JsonResponse({"status": "unavailable", "reason": f"bus: {problem}"}, status=503)
+    return JsonResponse({"status": "ok"})
+
+
+def metrics_allowed(request: HttpRequest) -> bool:
+    """Whether the request may read metrics: the bearer token, or an allowed address."""
+    token = conf.RELAY_METRICS_TOKEN
+    if token:
+        given = bearer_credentials(request.headers.get("Authorization", ""))
+        if given and hmac.compare_digest(given.encode(), token.encode()):
+            return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
     except ValueError:
-        return error(400, protocol.INVALID_MESSAGE, "Content-Length is not a number.")
-    try:
-        too_large = declared > limit or len(request.body) > limit
-    except RequestDataTooBig:
-        too_large = True
-    if too_large:
-        return error(413, protocol.MESSAGE_TOO_LARGE, f"The body may be at most {limit} bytes.")
-    try:
-        message = protocol.parse_frame(
-            request.body.decode("utf-8"), max_targets=conf.RELAY_MAX_TARGETS, max_bytes=limit
-        )
-    except UnicodeDecodeError:
-        return error(400, protocol.INVALID_JSON, "The body is not UTF-8 text.")
-    except protocol.ProtocolError as exc:
-        return error(400, exc.code, exc.detail)
-    targets = list(message.targets)
-    try:
-        online = await api.push(message.targets, message.payload_json)
-    except api.LAYER_ERRORS as exc:
-        return unavailable(exc)
-    await sync_to_async(AuditEntry.record)(
-        AuditEntry.Source.API, f"api key {key.name}", targets, online, len(message.payload_json)
-    )
-    return JsonResponse({"targets": len(targets), "online": online}, status=202)
+        return False
+    return any(address in ipaddress.ip_network(allowed, strict=False) for allowed in conf.RELAY_METRICS_ALLOWED_IPS)
 
 
-@csrf_exempt
-async def presence_view(request: HttpRequest) -> JsonResponse:
-    """Which of ``?ids=1,2,3`` are online: ``{"online": [...], "connections": {id: n}}``."""
-    if request.method != "GET":
-        return method_not_allowed("GET")
-    if await authenticate(request) is None:
-        return unauthorized()
-    raw = [part.strip() for part in request.GET.get("ids", "").split(",") if part.strip()]
-    if not raw:
-        return error(400, protocol.INVALID_MESSAGE, "Name the client ids: ?ids=1,2,3.")
-    try:
-        ids = protocol.parse_targets(raw, max_targets=conf.RELAY_MAX_TARGETS)
-    except protocol.ProtocolError as exc:
-        return error(400, exc.code, exc.detail)
-    try:
-        counts = await presence.aconnections(ids)
-    except api.LAYER_ERRORS as exc:
-        return unavailable(exc)
-    return JsonResponse({"online": [i for i in ids if i in counts], "connections": counts})
-
-
-async def not_found(request: HttpRequest) -> JsonResponse:
-    """404 in JSON for any other path under the API."""
-    return error(404, "not_found", "No such endpoint: see the README's 'HTTP API'.")
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format, for the allow-listed addresses or the metrics token."""
+    if not metrics_allowed(request):
+        return error(403, "forbidden", "Metrics are not public.")
+    body, content_type = metrics.render()
+    return HttpResponse(body, content_type=content_type)

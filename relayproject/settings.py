@@ -93,6 +93,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "relay",
+    "relay.contrib.http_api",  # the HTTP API and its keys
+    "relay.contrib.admin",  # admin pages and the audit log
 ]
 
 MIDDLEWARE = [

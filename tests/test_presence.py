@@ -3,7 +3,7 @@
 import pytest
 
 from relay import presence
-from relay.tokens import issue
+from relay.identity.tokens import issue
 
 
 async def test_nobody_online():

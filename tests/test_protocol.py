@@ -7,7 +7,7 @@ import pytest
 from relay import protocol
 from relay.protocol import Message, ProtocolError, encode_delivery, encode_error, normalize_client_id, parse_frame
 
-from .conftest import frame
+from tests.conftest import frame
 
 MAX_TARGETS = 100
 MAX_BYTES = 64 * 1024

@@ -2,4 +2,4 @@
 
 from relayproject.settings import *  # noqa: F403
 
-RELAY_SEND_POLICY = "relay.policies.SameIdOnly"
+RELAY_SEND_POLICY = "relay.server.policies.SameIdOnly"

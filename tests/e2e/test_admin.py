@@ -16,8 +16,8 @@ import uuid
 from .conftest import SUBPROTOCOL_V1, assert_all_silent, run_manage_sync
 from .test_http_api import audit_entries
 
-SEND_PATH = "/admin/relay/auditentry/send/"
-ONLINE_PATH = "/admin/relay/auditentry/online/"
+SEND_PATH = "/admin/relay_admin/auditentry/send/"
+ONLINE_PATH = "/admin/relay_admin/auditentry/online/"
 
 # Reads a JSON spec on the command line: the user to create and log in, the requests to make.
 ADMIN_SCRIPT = """
@@ -32,7 +32,7 @@ setup_test_environment()  # response.context, and the test client's host allowed
 spec = json.loads({spec!r})
 user = get_user_model().objects.create_user(username=spec["username"], **spec["flags"])
 if spec["permission"]:
-    user.user_permissions.add(Permission.objects.get(content_type__app_label="relay", codename="send_message"))
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="relay_admin", codename="send_message"))
 client = Client()
 client.force_login(user)
 results = []

@@ -84,7 +84,8 @@ def audit_entries(server: Server, actor: str) -> list[dict]:
     with sqlite3.connect(path) as db:
         db.row_factory = sqlite3.Row
         rows = db.execute(
-            "SELECT source, actor, targets, online, size FROM relay_auditentry WHERE actor = ? ORDER BY id", (actor,)
+            "SELECT source, actor, targets, online, size FROM relay_admin_auditentry WHERE actor = ? ORDER BY id",
+            (actor,),
         ).fetchall()
     return [{**dict(row), "targets": json.loads(row["targets"])} for row in rows]
 

@@ -22,6 +22,9 @@ from .conftest import REPO, free_port
 SITE = REPO / "tests" / "siteproject"
 PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
 
+#: What a checkout may hold that is not source: left out of the copy the wheel is built from.
+BUILD_LEFTOVERS = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "results", "*.sqlite3", "node_modules")
+
 COMBINATIONS = [
     pytest.param("3.11", "Django>=5.2,<5.3", id="py3.11-django5.2"),
     pytest.param("3.13", "Django>=6,<7", id="py3.13-django6"),
@@ -38,10 +41,16 @@ def find_python(version: str) -> str:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The relay wheel built from this checkout."""
+    """The relay wheel built from a clean copy of this checkout.
+
+    Built from a copy: setuptools reuses a ``build/`` directory, so files moved or
+    deleted since an earlier build would still be in the wheel.
+    """
+    source = tmp_path_factory.mktemp("source") / "relay"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)],
         check=True,
         capture_output=True,
     )

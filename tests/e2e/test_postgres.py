@@ -56,4 +56,6 @@ async def test_the_site_runs_on_postgresql(start_server, postgres_url, connect, 
     assert (response.status, json.loads(response.body)) == (202, {"targets": 1, "online": 1})
     assert await client.recv_json() == "on postgres"
     with psycopg.connect(postgres_url) as db:
-        assert db.execute("SELECT source, targets FROM relay_auditentry").fetchall() == [("api", [client.client_id])]
+        assert db.execute("SELECT source, targets FROM relay_admin_auditentry").fetchall() == [
+            ("api", [client.client_id])
+        ]

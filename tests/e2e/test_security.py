@@ -214,7 +214,7 @@ def limits_server(start_server) -> Server:
 
 @pytest.fixture(scope="module")
 def same_id_server(start_server) -> Server:
-    """RELAY_SEND_POLICY = relay.policies.SameIdOnly."""
+    """RELAY_SEND_POLICY = relay.server.policies.SameIdOnly."""
     return start_server(name="same-id", env={"DJANGO_SETTINGS_MODULE": "tests.e2e.send_policy_settings"})
 
 

@@ -7,8 +7,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
-from relay import api, protocol
-from relay.models import AuditEntry
+from relay import api, protocol, signals
+from relay.exceptions import LAYER_ERRORS
 
 
 class Command(BaseCommand):
@@ -38,9 +38,14 @@ class Command(BaseCommand):
             )
         try:
             online = async_to_sync(api.push)(targets, payload_json)
-        except api.LAYER_ERRORS as exc:
+        except LAYER_ERRORS as exc:
             raise CommandError(f"Cannot reach the channel layer (Redis): {exc}") from None
-        AuditEntry.record(
-            AuditEntry.Source.COMMAND, getpass.getuser(), list(targets), online, len(protocol.dumps(payload))
+        signals.operator_push.send(
+            sender=Command,
+            source="command",
+            actor=getpass.getuser(),
+            targets=list(targets),
+            online=online,
+            size=len(payload_json),
         )
         self.stdout.write(f"Sent to {len(targets)} target(s), {online} online: {', '.join(targets)}")

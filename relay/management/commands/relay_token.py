@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from relay import tokens
+from relay.identity import tokens
 
 
 class Command(BaseCommand):

@@ -16,6 +16,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",  # relay
     "relay",  # relay
+    "relay.contrib.http_api",  # relay: the HTTP API (optional)
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,41 @@
+"""``python manage.py relay_apikey create|revoke|list``: API keys for the HTTP API."""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError
+
+from relay.contrib.http_api.models import ApiKey
+
+
+class Command(BaseCommand):
+    help = "Create (prints the key once), revoke or list the API keys of the HTTP API."
+
+    def add_arguments(self, parser):
+        actions = parser.add_subparsers(dest="action", required=True)
+        create = actions.add_parser("create", help="create a key and print it (only now)")
+        create.add_argument("name", help="who uses the key, e.g. billing-service")
+        revoke = actions.add_parser("revoke", help="revoke a key by name")
+        revoke.add_argument("name")
+        actions.add_parser("list", help="list keys (never the keys themselves)")
+
+    def handle(self, *args, action, **options):
+        if action == "create":
+            name = options["name"].strip()
+            if not name or len(name) > 100:
+                raise CommandError("A key name is 1-100 characters.")
+            try:
+                _, plain = ApiKey.generate(name)
+            except IntegrityError:
+                raise CommandError(f"A key named {name!r} exists already.") from None
+            self.stdout.write(plain)
+        elif action == "revoke":
+            key = ApiKey.objects.filter(name=options["name"]).first()
+            if key is None:
+                raise CommandError(f"No key named {options['name']!r}.")
+            if not key.active:
+                raise CommandError(f"The key {key.name!r} was revoked already, at {key.revoked_at:%Y-%m-%d %H:%M}.")
+            key.revoke()
+            self.stdout.write(f"Revoked {key.name}.")
+        else:
+            for key in ApiKey.objects.all():
+                state = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+                self.stdout.write(f"{key.name}\t{key.prefix}\t{state}")

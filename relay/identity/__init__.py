@@ -1,0 +1,1 @@
+"""Who is connecting: tokens, the session, ``?id=``, browser origins, and refusing a handshake."""

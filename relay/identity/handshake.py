@@ -1,0 +1,59 @@
+"""Reading a WebSocket handshake's scope, and refusing a handshake (HTTP 403)."""
+
+import logging
+from urllib.parse import parse_qs
+
+from relay.metrics import HANDSHAKES_REFUSED
+
+logger = logging.getLogger(__name__)
+
+
+def header(scope: dict, name: bytes) -> bytes | None:
+    """The first value of a request header (``name`` in lower case), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value
+    return None
+
+
+def bearer_credentials(authorization: str) -> str | None:
+    """The credentials of an ``Authorization: Bearer <credentials>`` value; None for another scheme.
+
+    A Bearer header with nothing after it gives ``""``: the caller refuses it.
+    """
+    scheme, _, credentials = authorization.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
+
+
+def query_params(scope: dict) -> dict[str, list[str]]:
+    """The handshake's query string, decoded leniently (a stranger wrote it)."""
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def client_address(scope: dict) -> str:
+    """host:port of the peer, for logs."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+def record_refusal(scope: dict, reason: str, detail: str = "") -> None:
+    """Log one line and count a refused handshake.
+
+    ``reason`` is a short fixed word (a metrics label); ``detail`` says more, for the log.
+    """
+    HANDSHAKES_REFUSED.labels(reason).inc()
+    logger.info(
+        "event=refused peer=%s path=%s reason=%s detail=%r",
+        client_address(scope),
+        scope.get("path"),
+        reason,
+        detail[:200],
+    )
+
+
+async def refuse_handshake(scope: dict, receive, send, reason: str, detail: str = "") -> None:
+    """Record the refusal and answer the handshake with HTTP 403 (a close before accept)."""
+    record_refusal(scope, reason, detail)
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close"})

@@ -1,0 +1,1 @@
+"""Everything that talks to Redis on the per-message path: the RESP client, the bus, presence writes."""

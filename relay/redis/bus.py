@@ -1,0 +1,171 @@
+"""The bus: carries client frames between relay processes over Redis pub/sub.
+
+Each process subscribes to one Redis channel per client id it holds connections for
+and publishes every client frame to the channel of each target. A process skips the
+copies of its own frames: it delivered those to its local connections already.
+"""
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from relay.metrics import DELIVERY_LATENCY
+from relay.redis.resp import REPLY_TIMEOUT, CommandPipe, RedisLink, encode_command
+
+logger = logging.getLogger(__name__)
+
+#: Called with (target, sender, payload_json) for each frame from another process.
+Deliver = Callable[[str, str, str], Awaitable[Any]]
+
+#: How long a handshake waits for Redis to confirm its subscription.
+SUBSCRIBE_WAIT = 2.0
+
+
+class RedisBus:
+    """Publishes client frames to Redis and delivers the frames of other processes."""
+
+    def __init__(self, url: str, prefix: str, node: str, commands: CommandPipe, deliver: Deliver) -> None:
+        self._channel_prefix = f"{prefix}:bus:".encode()
+        self._node = node.encode() + b"\n"
+        self._commands = commands
+        self._deliver = deliver
+        self._subscribed: set[str] = set()
+        # Per channel, one future per SUBSCRIBE written and not yet confirmed, oldest first:
+        # Redis confirms in order, and a handshake waits for the newest.
+        self._pending: dict[bytes, deque[asyncio.Future]] = {}
+        self._ping_sent: float | None = None
+        self._inbox: deque[tuple[bytes, bytes, float]] = deque()
+        self._inbox_ready = asyncio.Event()
+        self._subscriber = RedisLink(url, "subscribe", self._on_message)
+        self._subscriber.on_up(self._resubscribe)
+        self._subscriber.on_down(self._forget_pending)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._dispatch()), loop.create_task(self._keep_alive())]
+
+    def _channel(self, client_id: str) -> bytes:
+        return self._channel_prefix + client_id.encode()
+
+    async def subscribe(self, client_id: str, first: bool) -> None:
+        """Make sure frames for ``client_id`` reach this process; wait (briefly) until they do.
+
+        ``first``: this is the id's first connection here, so the channel is subscribed.
+        Every connection waits for the newest pending subscription of its id, so none is
+        accepted before Redis confirmed it (unless Redis does not answer in time).
+        """
+        channel = self._channel(client_id)
+        if first:
+            self._subscribed.add(client_id)
+        if not self._subscriber.connected:
+            # The first handshakes after a start, or Redis is away: wait a little for it.
+            try:
+                await asyncio.wait_for(self._subscriber.up.wait(), SUBSCRIBE_WAIT)
+            except TimeoutError:
+                return  # subscribed by _resubscribe when the link comes up
+            first = client_id in self._subscribed
+        if first:
+            self._pending.setdefault(channel, deque()).append(asyncio.get_running_loop().create_future())
+            self._subscriber.write(encode_command(b"SUBSCRIBE", channel))
+        pending = self._pending.get(channel)
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.shield(pending[-1]), SUBSCRIBE_WAIT)
+            except TimeoutError:
+                logger.warning("bus: Redis did not confirm the subscription for client=%s in time", client_id)
+
+    def unsubscribe(self, client_id: str) -> None:
+        """Stop receiving frames for ``client_id`` (its last connection here left)."""
+        self._subscribed.discard(client_id)
+        if self._subscriber.connected:
+            self._subscriber.write(encode_command(b"UNSUBSCRIBE", self._channel(client_id)))
+
+    def _resubscribe(self) -> None:
+        if self._subscribed:
+            channels = [self._channel(client_id) for client_id in self._subscribed]
+            self._subscriber.write(encode_command(b"SUBSCRIBE", *channels))
+
+    def _forget_pending(self) -> None:
+        """The link is down: no confirmation will come; let waiting handshakes go on."""
+        for pending in self._pending.values():
+            for future in pending:
+                if not future.done():
+                    future.set_result(None)
+        self._pending.clear()
+        self._ping_sent = None
+
+    async def _keep_alive(self) -> None:
+        """PING the subscriber link; drop it when Redis stops answering (frozen, cut off)."""
+        while True:
+            await asyncio.sleep(REPLY_TIMEOUT)
+            if not self._subscriber.connected:
+                continue
+            if self._ping_sent is not None:
+                self._subscriber.abort(f"no answer to PING for {REPLY_TIMEOUT:.0f} s")
+                continue
+            self._ping_sent = time.monotonic()
+            self._subscriber.write(encode_command(b"PING"))
+
+    def publish(self, targets: Iterable[str], sender: str, payload_json: str, context: Any) -> bool:
+        """Publish a frame to every target's channel; False when Redis cannot be reached now.
+
+        ``context`` is handed to the command pipe's failure callback if the frame may not
+        have reached Redis after all.
+        """
+        if not self._commands.connected:
+            return False
+        data = self._node + sender.encode() + b"\n" + payload_json.encode()
+        for target in targets:
+            self._commands.send(encode_command(b"PUBLISH", self._channel(target), data), context)
+        return True
+
+    def _on_message(self, reply: Any) -> None:
+        kind = reply[0] if isinstance(reply, list) else None
+        if kind == b"message":
+            if not reply[2].startswith(self._node):  # our own frame: delivered locally already
+                self._inbox.append((reply[1], reply[2], time.perf_counter()))
+                self._inbox_ready.set()
+        elif kind == b"subscribe":
+            pending = self._pending.get(reply[1])
+            if pending:
+                confirmed = pending.popleft()
+                if not pending:
+                    del self._pending[reply[1]]
+                if not confirmed.done():
+                    confirmed.set_result(None)
+        elif kind == b"pong" or reply == b"PONG":  # the reply with and without subscriptions
+            self._ping_sent = None
+
+    async def _dispatch(self) -> None:
+        """Deliver queued frames from other processes, one task for all of them."""
+        prefix_length = len(self._channel_prefix)
+        while True:
+            await self._inbox_ready.wait()
+            self._inbox_ready.clear()
+            while self._inbox:
+                channel, data, arrived = self._inbox.popleft()
+                try:
+                    _, sender, payload_json = data.split(b"\n", 2)
+                    await self._deliver(channel[prefix_length:].decode(), sender.decode(), payload_json.decode())
+                except (ValueError, UnicodeDecodeError):  # not a relay frame: someone else's publish
+                    logger.warning("event=bus_frame_ignored channel=%r bytes=%d", channel[:100], len(data))
+                except Exception:  # a bug must not stop delivery for every other client
+                    logger.exception("bus: delivering a frame from another process failed")
+                DELIVERY_LATENCY.observe(time.perf_counter() - arrived)
+
+    def problem(self) -> str | None:
+        """Why frames cannot travel between processes now, or None."""
+        if not self._commands.connected:
+            return "no connection to Redis for publishing"
+        if not self._subscriber.connected:
+            return "no connection to Redis for subscriptions"
+        if any(task.done() for task in self._tasks):
+            return "a background task stopped"
+        return None
+
+    def close(self) -> None:
+        """Close the subscription and stop the dispatcher."""
+        for task in self._tasks:
+            task.cancel()
+        self._subscriber.close()

@@ -1,0 +1,11 @@
+"""The names of the relay's Redis keys and channels, shared by its writers and readers."""
+
+
+def nodes_key(prefix: str) -> str:
+    """The sorted set of node -> last heartbeat (unix seconds)."""
+    return f"{prefix}:presence:nodes"
+
+
+def node_key(prefix: str, node: str) -> str:
+    """The hash of client id -> open connections in ``node``."""
+    return f"{prefix}:presence:node:{node}"

@@ -1,0 +1,1 @@
+"""The WebSocket side: the consumer, the hub, limits and policies, shutdown, the server adapters."""

@@ -1,0 +1,247 @@
+"""The WebSocket consumer: one per connection, turning socket events into hub calls."""
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.layers import get_channel_layer
+
+from relay import metrics, protocol
+from relay.conf import conf
+from relay.identity.handshake import client_address, record_refusal
+from relay.server.daphne import asgi_close_code, server_connection
+from relay.server.hub import get_hub
+from relay.server.membership import GroupMembership
+from relay.server.policies import send_policy
+from relay.server.throttling import bucket_for
+
+logger = logging.getLogger(__name__)
+
+
+class RelayConsumer(AsyncConsumer):
+    """Relays a client's frames to their targets and delivers what is sent to its id.
+
+    It joins the channel-layer group ``relay.<id>`` so that any Channels code can push
+    to it (``relay_deliver``), and the process-local hub for client-to-client frames.
+
+    ``__call__`` is a plain receive loop instead of Channels' ``await_many_dispatch``,
+    and handlers are called without ``dispatch()``'s ``aclose_old_connections()``: the
+    consumer never touches the database, and on the per-message path those two cost
+    about 6x the server itself (see the README's "Performance").
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Run one connection from handshake to disconnect."""
+        self.scope = scope
+        self.base_send = send
+        self.client_id: str = scope["relay_client_id"]
+        self.subprotocol = protocol.SUBPROTOCOL_V1 if protocol.SUBPROTOCOL_V1 in scope.get("subprotocols", ()) else None
+        self.hub = get_hub()
+        # Limits and policy are read once per connection: a missing setting costs Django
+        # an exception on every read, ~10% of a frame's CPU when read per frame.
+        self.rate_limit = conf.RELAY_RATE_LIMIT
+        self.bucket = bucket_for(self.rate_limit, conf.RELAY_RATE_BURST)
+        self.close_after_refusals = conf.RELAY_RATE_LIMIT_CLOSE_AFTER
+        self.max_targets = conf.RELAY_MAX_TARGETS
+        self.max_message_bytes = conf.RELAY_MAX_MESSAGE_BYTES
+        self.max_pending_bytes = conf.RELAY_MAX_PENDING_BYTES
+        self.policy = send_policy()
+        self.connection = server_connection(send)
+        self.close_code: int | None = None  # set when the relay closes the connection
+        self.in_hub = False
+
+        if (await receive())["type"] != "websocket.connect":
+            return
+        if self.hub.draining:
+            record_refusal(scope, "draining", "the process is shutting down")
+            await self.base_send({"type": "websocket.close"})
+            return
+        layer = get_channel_layer(self.channel_layer_alias)
+        membership = (
+            GroupMembership(layer, protocol.group_for(self.client_id), self.handle_layer_event, self.hub.redis_up)
+            if layer
+            else None
+        )
+        opened = time.monotonic()
+        accepted = False
+        code = None
+        try:
+            if membership is not None:
+                await membership.join()
+            self.in_hub = True  # join counts the connection at once, so leave must follow
+            await self.hub.join(self, self.accept)
+            accepted = True
+            if self.hub.draining:  # the shutdown began during this handshake
+                await self.close(protocol.CLOSE_GOING_AWAY)
+            metrics.CONNECTS.inc()
+            metrics.CONNECTIONS_OPEN.inc()
+            logger.info(
+                "event=connect client=%s subprotocol=%s peer=%s",
+                self.client_id,
+                self.subprotocol,
+                client_address(scope),
+            )
+            code = await self.receive_frames(receive)
+        finally:
+            try:
+                if membership is not None:
+                    await membership.leave()
+            finally:
+                self.finish(accepted, code, opened)
+
+    def finish(self, accepted: bool, code: int | None, opened: float) -> None:
+        """Count and log the end of the connection, then leave the hub (last, for the drain)."""
+        if accepted:
+            code = self.close_code or code
+            metrics.CONNECTIONS_OPEN.dec()
+            metrics.DISCONNECTS.labels(metrics.disconnect_reason(code)).inc()
+            logger.info(
+                "event=disconnect client=%s code=%s reason=%s duration=%.1f",
+                self.client_id,
+                code,
+                metrics.disconnect_reason(code),
+                time.monotonic() - opened,
+            )
+        if self.in_hub:
+            self.leave_hub()
+
+    async def accept(self) -> None:
+        """Complete the handshake, with the subprotocol the client asked for if we speak it."""
+        await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
+
+    def leave_hub(self) -> None:
+        """Stop receiving deliveries (once)."""
+        self.in_hub = False
+        self.hub.leave(self)
+
+    async def close(self, code: int) -> None:
+        """Close the connection from the server side; nothing more is sent to it."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        if self.connection is not None:
+            self.connection.close(code)  # daphne's websocket.close refuses 1001, 1008, 1013
+        else:
+            await self.base_send({"type": "websocket.close", "code": asgi_close_code(self.base_send, code)})
+
+    async def receive_frames(self, receive) -> int | None:
+        """Handle client frames until the client goes away; return the close code."""
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                await self.receive_frame(message)
+            elif kind == "websocket.disconnect":
+                return message.get("code")
+
+    async def receive_frame(self, message: dict) -> None:
+        """Validate one client frame and relay it, or tell the client what was wrong.
+
+        Frames keep being relayed while the relay closes a connection for a shutdown or
+        for not reading: a client sends until it sees the close frame, and what it sent
+        before that is accepted. A client closed for abuse (1008) gets nothing more.
+        """
+        if self.close_code == protocol.CLOSE_POLICY_VIOLATION:
+            return
+        received = time.perf_counter()
+        metrics.FRAMES_RECEIVED.inc()
+        if self.bucket is not None and not self.bucket.allow():
+            await self.refuse_over_limit()
+            return
+        text = message.get("text")
+        if text is None:
+            await self.refuse(protocol.ProtocolError(protocol.BINARY_NOT_SUPPORTED, "Send JSON in text frames."))
+            return
+        try:
+            parsed = protocol.parse_frame(text, max_targets=self.max_targets, max_bytes=self.max_message_bytes)
+        except protocol.ProtocolError as error:
+            await self.refuse(error)
+            return
+        if self.policy is not None:
+            parsed = await self.apply_policy(self.policy, parsed)
+        if parsed.targets:
+            await self.hub.relay(self, parsed)
+            metrics.DELIVERY_LATENCY.observe(time.perf_counter() - received)
+
+    async def apply_policy(self, policy, message: protocol.Message) -> protocol.Message:
+        """Drop the targets the send policy refuses, with a ``forbidden`` error for each."""
+        allowed = []
+        for target in message.targets:
+            if policy(self.client_id, target):
+                allowed.append(target)
+            else:
+                await self.refuse(
+                    protocol.ProtocolError(protocol.FORBIDDEN, f"You may not send to {target}.", message.ref)
+                )
+        return dataclasses.replace(message, targets=tuple(allowed))
+
+    async def refuse_over_limit(self) -> None:
+        """Refuse a frame over the rate limit; close with 1008 a client that keeps going."""
+        if self.bucket.refused_in_a_row > self.close_after_refusals:
+            logger.warning(
+                "event=close client=%s code=1008 reason=%s", self.client_id, "kept sending over the rate limit"
+            )
+            await self.close(protocol.CLOSE_POLICY_VIOLATION)
+            return
+        error = protocol.ProtocolError(
+            protocol.RATE_LIMITED,
+            f"Over the rate limit of {self.rate_limit}: retry in {self.bucket.wait():.2f} s.",
+        )
+        if self.bucket.refused_in_a_row == 1:
+            await self.refuse(error)  # logs once per run of refusals, not once per frame
+        else:
+            await self.send_error(error.code, error.detail)
+
+    async def refuse(self, error: protocol.ProtocolError) -> None:
+        """Answer a bad frame with its error; the connection stays open."""
+        logger.info("event=frame_refused client=%s code=%s", self.client_id, error.code)
+        await self.send_error(error.code, error.detail, error.ref)
+
+    async def send_text(self, text: str) -> None:
+        """Send one text frame to the client; close a client that stopped reading."""
+        if self.close_code is not None:
+            return
+        if self.connection is None:
+            await self.base_send({"type": "websocket.send", "text": text})
+            return
+        unsent = self.connection.send(text)  # None: the socket is closing, nothing was sent
+        if unsent is not None and unsent > self.max_pending_bytes:
+            logger.warning(
+                "event=close client=%s code=1013 reason=%s", self.client_id, "not reading: send buffer over the limit"
+            )
+            await self.close(protocol.CLOSE_TRY_AGAIN_LATER)
+
+    async def send_error(self, code: str, detail: str, ref: Any = None) -> None:
+        """Send an error frame to the client."""
+        metrics.ERRORS.labels(code).inc()
+        await self.send_text(protocol.encode_error(self.subprotocol, code, detail, ref))
+
+    async def handle_layer_event(self, event: dict) -> None:
+        """Handle a channel-layer event (a server push) addressed to this connection.
+
+        Only ``relay.*`` event types are handled (``relay.deliver`` -> ``relay_deliver``):
+        an event's type must not be a way to call any other method of the consumer.
+        """
+        kind = event.get("type")
+        handler = getattr(self, kind.replace(".", "_"), None) if isinstance(kind, str) else None
+        if handler is None or not kind.startswith("relay."):
+            logger.warning("event=layer_event_ignored client=%s type=%r", self.client_id, kind)
+            return
+        try:
+            await handler(event)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("event=layer_event_ignored client=%s type=%r error=%s", self.client_id, kind, exc)
+
+    async def relay_deliver(self, event: dict) -> None:
+        """Deliver a server push: ``{"type": "relay.deliver", "payload": ..., "from": None}``.
+
+        ``payload_json`` (the payload already encoded, as ``relay.send`` sends it) may
+        stand in for ``payload``.
+        """
+        payload_json = event.get("payload_json")
+        if not isinstance(payload_json, str):
+            payload_json = protocol.dumps(event["payload"])
+        await self.send_text(protocol.encode_delivery(self.subprotocol, event.get("from"), payload_json))
+        metrics.DELIVERIES.inc()

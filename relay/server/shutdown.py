@@ -1,0 +1,64 @@
+"""Graceful shutdown under daphne: on SIGTERM, close every WebSocket with 1001 first.
+
+Daphne's own SIGTERM handling cancels the consumers and drops the sockets, so clients
+see an abnormal close (1006) and cannot tell a deploy from a crash. This handler runs
+first: it refuses new handshakes, closes every connection with 1001 ("going away",
+reconnect elsewhere), waits up to ``RELAY_SHUTDOWN_TIMEOUT`` for them to go, removes
+this process from presence, then hands over to daphne's handler, which stops the server.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+
+from relay.conf import conf
+from relay.protocol import CLOSE_GOING_AWAY
+
+logger = logging.getLogger(__name__)
+
+#: The drain task, referenced so that it cannot be garbage-collected while it runs.
+_running: set[asyncio.Task] = set()
+
+#: After the drain, daphne gets this long to stop before the process exits regardless.
+EXIT_GRACE = 5.0
+
+
+def under_running_reactor() -> bool:
+    """Whether this process is a server whose Twisted reactor runs (daphne), not a test."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    return reactor is not None and getattr(reactor, "running", False)
+
+
+def install(hub) -> None:
+    """Make SIGTERM drain ``hub`` before daphne stops; only in daphne's main thread."""
+    if threading.current_thread() is not threading.main_thread() or not under_running_reactor():
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM goes straight to daphne
+        loop.call_soon_threadsafe(start_drain)
+
+    def start_drain() -> None:
+        _running.add(loop.create_task(drain_then_stop(hub, previous)))  # keep a reference
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+async def drain_then_stop(hub, previous) -> None:
+    """Close every connection with 1001, leave Redis, then let daphne stop the server."""
+    timeout = conf.RELAY_SHUTDOWN_TIMEOUT
+    logger.info("event=shutdown node=%s connections=%d timeout=%.1f", hub.node, hub.connection_count(), timeout)
+    await hub.drain(CLOSE_GOING_AWAY, timeout)
+    logger.info("event=shutdown_drained node=%s connections_left=%d", hub.node, hub.connection_count())
+    hub.close()
+    await asyncio.sleep(0.1)  # let the last writes (presence removal) reach Redis
+    asyncio.get_running_loop().call_later(EXIT_GRACE, os._exit, 0)  # daphne can hang on exit
+    if callable(previous):
+        previous(signal.SIGTERM, None)
+    else:
+        raise SystemExit(0)
