@@ -1,23 +1,26 @@
 """System checks for the ``RELAY_*`` settings (``relay.E001``…), run by ``manage.py check``."""
 
 import ipaddress
+from collections.abc import Sequence
+from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from relay.conf import conf
 from relay.server.throttling import parse_rate
 
 
-def _positive_int(value) -> bool:
+def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 @register(Tags.security, "relay")
-def check_settings(app_configs=None, **kwargs) -> list:
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """Reject ``RELAY_*`` settings of the wrong type or value, saying how to fix them."""
-    errors = []
+    errors: list[CheckMessage] = []
     if not isinstance(conf.RELAY_ALLOW_QUERY_ID, bool):
         errors.append(Error("RELAY_ALLOW_QUERY_ID must be True or False.", id="relay.E001"))
     if not _positive_int(conf.RELAY_MAX_TARGETS):
@@ -100,16 +103,17 @@ def check_settings(app_configs=None, **kwargs) -> list:
     if not _positive_int(conf.RELAY_AUDIT_RETENTION_DAYS):
         errors.append(Error("RELAY_AUDIT_RETENTION_DAYS must be a positive integer of days, e.g. 90.", id="relay.E016"))
     errors.extend(check_metrics_access())
+    errors.extend(check_channel_layer())
     return errors
 
 
-def _positive_number(value) -> bool:
+def _positive_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def check_metrics_access() -> list:
+def check_metrics_access() -> list[CheckMessage]:
     """RELAY_METRICS_ALLOWED_IPS must be addresses or networks; RELAY_METRICS_TOKEN a string."""
-    errors = []
+    errors: list[CheckMessage] = []
     allowed = conf.RELAY_METRICS_ALLOWED_IPS
     try:
         if isinstance(allowed, str):
@@ -130,10 +134,26 @@ def check_metrics_access() -> list:
     return errors
 
 
+def check_channel_layer() -> list[CheckMessage]:
+    """Pushes (``relay.send``, the admin, the API) and connections need a default channel layer."""
+    layers = getattr(settings, "CHANNEL_LAYERS", None)
+    if isinstance(layers, dict) and isinstance(layers.get("default"), dict) and layers["default"].get("BACKEND"):
+        return []
+    return [
+        Error(
+            'CHANNEL_LAYERS has no "default" layer: relay.send() and server pushes cannot reach any client.',
+            hint='e.g. CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", '
+            '"CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}}, or channels.layers.InMemoryChannelLayer '
+            "for one process in development.",
+            id="relay.E019",
+        )
+    ]
+
+
 @register(Tags.security, "relay", deploy=True)
-def check_deploy(app_configs=None, **kwargs) -> list:
+def check_deploy(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
     """Warn about settings that are fine in development but unsafe on the internet."""
-    warnings = []
+    warnings: list[CheckMessage] = []
     if conf.RELAY_ALLOW_QUERY_ID:
         warnings.append(
             Warning(

@@ -131,6 +131,10 @@ def test_valid_values_pass(name, value):
         ({"RELAY_METRICS_ALLOWED_IPS": None}, "relay.E017"),
         ({"RELAY_METRICS_TOKEN": "short"}, "relay.E018"),
         ({"RELAY_METRICS_TOKEN": 12345678901234567}, "relay.E018"),
+        ({"CHANNEL_LAYERS": {}}, "relay.E019"),
+        ({"CHANNEL_LAYERS": {"other": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}}, "relay.E019"),
+        ({"CHANNEL_LAYERS": {"default": {}}}, "relay.E019"),
+        ({"CHANNEL_LAYERS": None}, "relay.E019"),
     ],
     ids=describe,
 )
@@ -178,3 +182,8 @@ def test_checks_are_registered():
             "relay.E002",
             "relay.W001",
         }
+
+
+def test_no_channel_layers_setting_at_all_is_an_error(settings):
+    del settings.CHANNEL_LAYERS
+    assert ids(check_settings()) == ["relay.E019"]

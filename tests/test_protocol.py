@@ -6,7 +6,6 @@ import pytest
 
 from relay import protocol
 from relay.protocol import Message, ProtocolError, encode_delivery, encode_error, normalize_client_id, parse_frame
-
 from tests.conftest import frame
 
 MAX_TARGETS = 100

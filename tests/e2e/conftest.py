@@ -35,6 +35,8 @@ SUBPROTOCOL_V1 = "relay.v1"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 RECV_TIMEOUT = 5.0
+#: The prefix of the relay's Redis keys in the servers, as relayproject.settings reads REDIS_PREFIX.
+REDIS_KEY_PREFIX = os.environ.get("REDIS_PREFIX") or "relay"
 
 # Environment that would change what the site does; each server gets exactly what it needs.
 _SITE_ENV = ("DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "REDIS_URL", "DATABASE_URL")

@@ -208,6 +208,7 @@ async def test_bad_frames_in_a_row_leave_the_connection_usable(server, connect, 
     [DAPHNE_LIMIT, MAKEFILE_LIMIT],
     ids=["daphne default 1 MiB", "make run's 128 KiB"],
 )
+@pytest.mark.daphne_internals
 async def test_frame_over_daphnes_limit_closes_with_1009(start_server, connect, uid, limit):
     """SPEC §3: a frame too big for the server closes the connection with 1009."""
     flags = () if limit == DAPHNE_LIMIT else MAKEFILE_SIZE_FLAGS

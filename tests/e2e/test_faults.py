@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 
+import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -291,6 +292,7 @@ def drain_until_closed(sock: socket.socket, timeout: float = 5.0) -> int:
     return total
 
 
+@pytest.mark.daphne_internals
 async def test_a_client_that_never_reads_is_closed_and_memory_stays_flat(start_server, connect, uid):
     server = start_server(name="slow", env={"RELAY_RATE_LIMIT": "off"})
     pid = server.process.pid
@@ -424,6 +426,7 @@ async def wait_for_exit(process: subprocess.Popen, timeout: float) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.daphne_internals
 async def test_sigterm_mid_traffic_closes_with_1001_and_loses_nothing_it_accepted(
     start_server, private_redis, connect, uid
 ):
@@ -516,6 +519,7 @@ async def open_ws_url(url: str, index: int):
     return await ws_connect(f"{url}?id=cmp-{index}", proxy=None, compression=None, open_timeout=5, close_timeout=2)
 
 
+@pytest.mark.daphne_internals
 async def test_sigterm_relay_closes_with_1001_where_plain_daphne_drops_the_sockets(start_server, tmp_path):
     relay = start_server(redis=False, name="term-compare", env={"DJANGO_SETTINGS_MODULE": FAULT_SETTINGS})
     relay_codes, relay_seconds = await close_codes_on_sigterm(relay.url(), relay.process)

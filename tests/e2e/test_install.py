@@ -23,7 +23,17 @@ SITE = REPO / "tests" / "siteproject"
 PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
 
 #: What a checkout may hold that is not source: left out of the copy the wheel is built from.
-BUILD_LEFTOVERS = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "results", "*.sqlite3", "node_modules")
+BUILD_LEFTOVERS = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "results",
+    "*.sqlite3",
+    "node_modules",
+)
 
 COMBINATIONS = [
     pytest.param("3.11", "Django>=5.2,<5.3", id="py3.11-django5.2"),

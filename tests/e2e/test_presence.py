@@ -16,7 +16,9 @@ import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
 
-from .conftest import run_manage_sync, run_relay_send
+from relay.redis import keys
+
+from .conftest import REDIS_KEY_PREFIX, run_manage_sync, run_relay_send
 from .test_http_api import api_presence, create_named_api_key, wait_online
 
 PRESENCE_ENV = {"DJANGO_SETTINGS_MODULE": "tests.e2e.presence_settings"}
@@ -172,7 +174,7 @@ async def test_a_process_killed_right_after_a_connect_leaves_no_key_that_never_e
     early = start_server(name="early-death")
     client = await connect(early, uid("short-lived"))
     with redis.Redis.from_url(redis_url, decode_responses=True) as db:
-        [node_key] = db.keys(f"relay:presence:node:*:{early.process.pid}:*")
+        [node_key] = db.keys(keys.node_key(REDIS_KEY_PREFIX, f"*:{early.process.pid}:*"))
         deadline = time.monotonic() + 2
         while db.hget(node_key, client.client_id) != "1" and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

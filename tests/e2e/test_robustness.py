@@ -8,7 +8,7 @@ import struct
 
 import redis
 
-from .conftest import NO_RATE_LIMIT, raw_websocket
+from .conftest import NO_RATE_LIMIT, REDIS_KEY_PREFIX, raw_websocket
 
 
 async def test_sending_to_a_connection_that_is_closing_never_hurts_the_sender(server, connect, uid):
@@ -36,8 +36,8 @@ async def test_garbage_on_a_bus_channel_does_not_stop_delivery_between_processes
     receiver = await connect(server, uid("receiver"))
     sender = await connect(start_server(name="b"), uid("sender"))
     with redis.Redis.from_url(redis_url) as client:
-        assert client.publish(f"relay:bus:{receiver.client_id}", b"not a relay frame") >= 1
-        assert client.publish(f"relay:bus:{receiver.client_id}", b"\xff\xfe\n\xff\n\xff") >= 1
+        assert client.publish(f"{REDIS_KEY_PREFIX}:bus:{receiver.client_id}", b"not a relay frame") >= 1
+        assert client.publish(f"{REDIS_KEY_PREFIX}:bus:{receiver.client_id}", b"\xff\xfe\n\xff\n\xff") >= 1
     await sender.send_json({"targets": [receiver.client_id], "payload": "still flowing"})
     assert await receiver.recv_json() == "still flowing"
     assert len(await server.wait_for_events("bus_frame_ignored", count=2)) == 2

@@ -450,6 +450,7 @@ async def test_bad_token_is_refused_with_debug_off(production_server, uid):
 # --- rate limit -----------------------------------------------------------------------------
 
 
+@pytest.mark.daphne_internals
 async def test_rate_limit_counts_exactly(limits_server, connect, uid):
     """30 frames at once: the first 10 (the burst) arrive, 5 ``rate_limited``, then 1008."""
     sender = await connect(limits_server, uid("flooder"))
@@ -555,6 +556,7 @@ def declare_huge_frame(port: int, client_id: str, declared: int, sent: int) -> t
         return received, time.monotonic() - started
 
 
+@pytest.mark.daphne_internals
 async def test_frame_declaring_100_mb_is_refused_without_buffering(limits_server, connect, uid):
     client_id = uid("huge")
     first, second = await connect(limits_server, uid("first")), await connect(limits_server, uid("second"))

@@ -6,7 +6,6 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from relayproject.asgi import application
-
 from tests.conftest import frame, send_text
 
 

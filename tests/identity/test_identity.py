@@ -9,7 +9,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
 from relay.identity.tokens import issue
-
 from tests.conftest import frame, send_text
 
 V1 = ["relay.v1"]

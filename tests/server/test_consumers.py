@@ -8,7 +8,6 @@ from channels.testing import WebsocketCommunicator
 
 from relay import protocol
 from relayproject.asgi import application
-
 from tests.conftest import BAD_FRAMES, frame, send_bytes, send_text
 
 V1 = ["relay.v1"]

@@ -6,7 +6,6 @@ import pytest
 
 import relay
 from relay.server.policies import AllowAll, SameIdOnly, load_policy, send_policy
-
 from tests.conftest import frame, send_text
 
 V1 = ["relay.v1"]

@@ -7,7 +7,6 @@ import pytest
 
 from relay.server import throttling
 from relay.server.throttling import TokenBucket, bucket_for, parse_rate
-
 from tests.conftest import frame, send_text
 
 

@@ -8,7 +8,6 @@ from django.test import AsyncClient, Client
 from relay import protocol
 from relay.contrib.admin.models import AuditEntry
 from relay.contrib.http_api.models import ApiKey
-
 from tests.conftest import BAD_FRAMES, frame
 
 SEND = "/relay/api/send"

@@ -1,0 +1,129 @@
+"""relay.server.daphne: sending and closing through daphne's autobahn protocol, and failing safe."""
+
+import functools
+import logging
+
+import pytest
+from daphne.server import Server
+
+from relay.server import daphne
+from relay.server.daphne import ASGI_CLOSE_CODES, DaphneConnection, asgi_close_code, server_connection, under_daphne
+
+pytestmark = pytest.mark.daphne_internals
+
+
+class FakeTransport:
+    """Twisted's FileDescriptor buffer fields, as the adapter reads them."""
+
+    def __init__(self) -> None:
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataLen = 0
+
+
+class FakeProtocol:
+    """The parts of autobahn's WebSocketServerProtocol the adapter uses."""
+
+    STATE_OPEN = 1
+    STATE_CLOSING = 2
+
+    def __init__(self) -> None:
+        self.transport = FakeTransport()
+        self.state = self.STATE_OPEN
+        self.failByDrop = True
+        self.sent: list[bytes] = []
+        self.closes: list[int] = []
+
+    def sendMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803 (autobahn's names)
+        assert not isBinary
+        self.sent.append(payload)
+        self.transport._tempDataLen += len(payload) + 2  # a frame header, kept unsent
+
+    def sendCloseFrame(self, code: int, isReply: bool) -> None:  # noqa: N802, N803
+        assert not isReply
+        self.closes.append(code)
+        self.state = self.STATE_CLOSING
+
+
+def daphne_send(protocol: object) -> functools.partial:
+    """An ASGI send made the way daphne makes them: a partial of its server's handle_reply."""
+    server = Server.__new__(Server)  # no reactor, no endpoints: only its bound method matters
+    return functools.partial(server.handle_reply, protocol)
+
+
+@pytest.fixture(autouse=True)
+def warn_again():
+    """Each test starts before the once-per-process warning."""
+    daphne._warned = False
+    yield
+    daphne._warned = False
+
+
+def test_send_reports_what_is_left_unsent():
+    protocol = FakeProtocol()
+    connection = DaphneConnection(protocol)
+    assert connection.send("héllo") == len("héllo".encode()) + 2
+    assert protocol.sent == ["héllo".encode()]
+    protocol.transport.dataBuffer, protocol.transport.offset = b"x" * 100, 40
+    assert connection.send("a") == 60 + len("héllo".encode()) + 2 + 3
+
+
+def test_failing_by_drop_is_turned_off_so_close_codes_reach_the_client():
+    protocol = FakeProtocol()
+    DaphneConnection(protocol)
+    assert protocol.failByDrop is False
+
+
+def test_nothing_is_sent_to_a_closing_socket():
+    protocol = FakeProtocol()
+    connection = DaphneConnection(protocol)
+    protocol.state = protocol.STATE_CLOSING
+    assert connection.send("late") is None
+    assert protocol.sent == []
+
+
+@pytest.mark.parametrize("code", [1001, 1008, 1013])
+def test_close_sends_rfc_codes_daphne_would_refuse(code):
+    protocol = FakeProtocol()
+    connection = DaphneConnection(protocol)
+    connection.close(code)
+    connection.close(1000)  # closing already: not a second close frame
+    assert protocol.closes == [code]
+
+
+def test_a_known_daphne_connection_is_used():
+    protocol = FakeProtocol()
+    assert isinstance(server_connection(daphne_send(protocol)), DaphneConnection)
+
+
+def test_another_server_gets_none_and_no_warning(caplog):
+    async def uvicorn_like_send(message: dict) -> None:
+        pass
+
+    with caplog.at_level(logging.WARNING, "relay.server.daphne"):
+        assert server_connection(uvicorn_like_send) is None
+    assert not under_daphne(uvicorn_like_send)
+    assert caplog.records == []
+    assert asgi_close_code(uvicorn_like_send, 1001) == 1001
+
+
+def test_an_unknown_daphne_warns_once_and_falls_back(caplog):
+    class NewerProtocol:  # a daphne whose transport no longer has the buffer fields
+        transport = object()
+
+        def sendCloseFrame(self, code: int, isReply: bool) -> None:  # noqa: N802, N803
+            raise AssertionError("the adapter must not use an unknown protocol")
+
+    send = daphne_send(NewerProtocol())
+    with caplog.at_level(logging.WARNING, "relay.server.daphne"):
+        assert server_connection(send) is None
+        assert server_connection(send) is None
+    (record,) = caplog.records
+    assert "event=daphne_unknown protocol=NewerProtocol" in record.getMessage()
+    assert "1001/1008/1009/1011/1013 are sent as 4001/4008/4009/4011/4013" in record.getMessage()
+
+
+@pytest.mark.parametrize(("code", "sent"), [*ASGI_CLOSE_CODES.items(), (1000, 1000), (4000, 4000), (4321, 4321)])
+def test_under_daphne_asgi_closes_use_codes_it_accepts(code, sent):
+    assert asgi_close_code(daphne_send(object()), code) == sent
+    assert sent == 1000 or 3000 <= sent <= 4999  # what autobahn's sendClose allows
