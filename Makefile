@@ -51,6 +51,7 @@ test-latest:
 lint: venv
 	$(VENV)/bin/ruff check relay relayproject bench tests
 	$(VENV)/bin/ruff format --check relay relayproject bench tests
+	$(VENV)/bin/mypy
 
 bench: venv
 	REDIS_URL=$(REDIS_URL) $(PY) bench/run.py

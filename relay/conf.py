@@ -85,7 +85,7 @@ class Settings:
         if hasattr(settings, "RELAY_REDIS_URL"):
             url: str | None = setting("RELAY_REDIS_URL", None)
             return url
-        layers: dict[str, dict[str, Any]] = setting("CHANNEL_LAYERS", None) or {}  # relay.E019 if missing
+        layers: dict[str, dict[str, Any]] = setting("CHANNEL_LAYERS", {}) or {}  # None or missing: relay.E019
         layer = layers.get("default") or {}
         if not layer.get("BACKEND", "").startswith("channels_redis."):
             return None

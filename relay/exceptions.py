@@ -29,4 +29,4 @@ class InvalidToken(Exception):
 
 
 #: What the channel layer or the relay's Redis clients raise when Redis cannot be reached.
-LAYER_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, redis.RedisError)
+LAYER_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, redis.RedisError)

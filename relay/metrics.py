@@ -32,8 +32,8 @@ DELIVERY_LATENCY = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 
-#: WebSocket close codes -> the disconnect reasons counted above.
-CLOSE_REASONS = {
+#: WebSocket close codes -> the disconnect reasons counted above (None, no code: "other").
+CLOSE_REASONS: dict[int | None, str] = {
     1000: "normal",
     1001: "going_away",
     1006: "abnormal",

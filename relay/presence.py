@@ -15,6 +15,7 @@ async forms ``ais_online`` and so on, from any Django code.
 import time
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any, cast
 
 import redis
 from asgiref.sync import sync_to_async
@@ -53,7 +54,8 @@ def connections(client_ids: Iterable[str | int] | None = None) -> dict[str, int]
 
 
 def _redis_connections(client: redis.Redis, prefix: str, ids: list[str] | None) -> dict[str, int]:
-    alive = client.zrangebyscore(nodes_key(prefix), time.time() - conf.RELAY_PRESENCE_TTL, "+inf")
+    # _client() decodes responses (decode_responses=True): the members, node names, are str.
+    alive = cast(list[str], client.zrangebyscore(nodes_key(prefix), time.time() - conf.RELAY_PRESENCE_TTL, "+inf"))
     pipe = client.pipeline(transaction=False)
     for node in alive:
         if ids is None:
@@ -62,7 +64,12 @@ def _redis_connections(client: redis.Redis, prefix: str, ids: list[str] | None) 
             pipe.hmget(node_key(prefix, node), ids)
     counts: dict[str, int] = {}
     for reply in pipe.execute() if alive and ids != [] else ():
-        pairs = reply.items() if isinstance(reply, dict) else zip(ids, reply, strict=True)
+        pairs: Iterable[tuple[str, Any]]
+        if isinstance(reply, dict):
+            pairs = reply.items()
+        else:
+            assert ids is not None  # only HMGET replies are lists, one value per id asked
+            pairs = zip(ids, reply, strict=True)
         for client_id, n in pairs:
             if n:
                 counts[client_id] = counts.get(client_id, 0) + int(n)

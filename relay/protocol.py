@@ -7,10 +7,14 @@ validate through here, so they agree on what is valid and on the error codes.
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 # Re-exported: the README documents relay.protocol.ProtocolError.
 from relay.exceptions import ProtocolError as ProtocolError
+
+#: A JSON value as ``json.loads`` returns it. ``Any``, not a recursive union: a caller's
+#: ``dict[str, int]`` would not be one (dict is invariant), and ``dumps`` checks values anyway.
+JSON: TypeAlias = Any
 
 #: The subprotocol that wraps every server frame in an envelope.
 SUBPROTOCOL_V1 = "relay.v1"
@@ -63,7 +67,7 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads(text: str | bytes) -> Any:
+def loads(text: str | bytes) -> JSON:
     """Decode strict JSON: no NaN or Infinity, and deep nesting is an error, not a crash."""
     try:
         return json.loads(text, parse_constant=_refuse_constant)
@@ -71,7 +75,7 @@ def loads(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def dumps(value: Any) -> str:
+def dumps(value: JSON) -> str:
     """Encode a JSON value compactly, as it goes on the wire."""
     # ASCII-only: a lone surrogate ("\ud800" is valid JSON) stays escaped instead of
     # breaking the server's UTF-8 encoding of the frame.
@@ -88,7 +92,7 @@ def utf8_length_exceeds(text: str, limit: int) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) > limit
 
 
-def describe(value: Any) -> str:
+def describe(value: JSON) -> str:
     """A short, safe rendering of a JSON value for an error message."""
     if isinstance(value, (dict, list)):
         return "an object" if isinstance(value, dict) else "a list"
@@ -97,7 +101,7 @@ def describe(value: Any) -> str:
     return dumps(value)[:80]
 
 
-def parse_targets(raw_targets: Any, max_targets: int, ref: Any = None) -> tuple[str, ...]:
+def parse_targets(raw_targets: JSON, max_targets: int, ref: Any = None) -> tuple[str, ...]:
     """Validate a ``targets`` value: a non-empty list of client ids, duplicates removed in order."""
     if not isinstance(raw_targets, list):
         raise ProtocolError(INVALID_MESSAGE, '"targets" must be a list of client ids.', ref)
@@ -118,7 +122,7 @@ def parse_targets(raw_targets: Any, max_targets: int, ref: Any = None) -> tuple[
     return tuple(targets)
 
 
-def parse_message(data: Any, *, max_targets: int) -> Message:
+def parse_message(data: JSON, *, max_targets: int) -> Message:
     """Validate a decoded frame ``{"targets": [...], "payload": ..., "id": ...}``."""
     if not isinstance(data, dict):
         raise ProtocolError(INVALID_MESSAGE, "A frame must be a JSON object.")

@@ -4,10 +4,10 @@ import asyncio
 import hmac
 import ipaddress
 
-from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from relay import metrics
+from relay.api import default_layer
 from relay.conf import conf
 from relay.exceptions import LAYER_ERRORS
 from relay.identity.handshake import bearer_credentials
@@ -26,7 +26,7 @@ def error(status: int, code: str, detail: str, **headers: str) -> JsonResponse:
 
 async def layer_round_trip() -> None:
     """Send a message to a fresh channel and receive it back through the channel layer."""
-    layer = get_channel_layer()
+    layer = default_layer()
     channel = await layer.new_channel()
     await layer.send(channel, {"type": "relay.health"})
     await layer.receive(channel)

@@ -7,6 +7,7 @@ with its default in ``relay/conf.py``.
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,7 +35,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def database_from_url(url: str | None) -> dict:
+def database_from_url(url: str | None) -> dict[str, Any]:
     """Turn ``sqlite:///path`` or ``postgres://user:pass@host:port/name`` into a DATABASES entry."""
     if not url:
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
@@ -56,7 +57,7 @@ def database_from_url(url: str | None) -> dict:
     )
 
 
-def channel_layer_from_url(url: str | None, prefix: str = "asgi") -> dict:
+def channel_layer_from_url(url: str | None, prefix: str = "asgi") -> dict[str, Any]:
     """The channel layer: channels-redis pub/sub on REDIS_URL, else in-memory (one process only)."""
     if not url:
         return {"BACKEND": "channels.layers.InMemoryChannelLayer"}

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 
 import relay
 import relay.api
@@ -123,3 +124,9 @@ async def test_failed_validation_delivers_nothing_to_connections(connect):
     await relay.asend("ok", "after")
     assert await ok.receive_from() == '"after"'
     assert await ok.receive_nothing(timeout=0.01)
+
+
+def test_send_without_a_channel_layer_says_what_to_set(settings):
+    settings.CHANNEL_LAYERS = {}
+    with pytest.raises(ImproperlyConfigured, match=r'set CHANNEL_LAYERS\["default"\] \(check relay.E019\)'):
+        relay.send("bob", {"text": "hi"})

@@ -6,7 +6,9 @@ mode is on. A token that is present but invalid is a refusal, not a fall-through
 """
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketScope
 from channels.auth import get_user
 from django.conf import settings
 from django.http.cookie import parse_cookie
@@ -17,8 +19,11 @@ from relay.identity.handshake import bearer_credentials, header, query_params, r
 from relay.identity.tokens import client_id_from_token
 from relay.protocol import normalize_client_id
 
+if TYPE_CHECKING:
+    from relay.identity.handshake import RelayApplication, RelayScope
 
-def bearer_token(scope: dict) -> str | None:
+
+def bearer_token(scope: WebSocketScope) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, if any.
 
     Other schemes are not ours to judge: a browser behind a Basic-auth proxy resends
@@ -41,7 +46,7 @@ def single_param(params: dict[str, list[str]], name: str) -> str | None:
     return values[0]
 
 
-async def session_user_id(scope: dict) -> str | None:
+async def session_user_id(scope: "RelayScope") -> str | None:
     """``str(user.pk)`` of the logged-in user whose session cookie the handshake carries.
 
     Loads the session the way Channels' ``AuthMiddlewareStack`` does, but only when
@@ -54,7 +59,8 @@ async def session_user_id(scope: dict) -> str | None:
     if not session_key:
         return None
     scope["session"] = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    scope["user"] = user = await get_user(scope)
+    # types-channels allows only its lazy wrapper in scope["user"]; Channels' own login() stores the user.
+    scope["user"] = user = await get_user(scope)  # type: ignore[typeddict-item]
     if not user.is_authenticated:
         return None
     client_id = normalize_client_id(str(user.pk))
@@ -63,7 +69,7 @@ async def session_user_id(scope: dict) -> str | None:
     return client_id
 
 
-async def resolve_client_id(scope: dict) -> str:
+async def resolve_client_id(scope: "RelayScope") -> str:
     """The client id of a handshake, by token, session or ``?id=``; raises Refused."""
     params = query_params(scope)
     token = single_param(params, "token")
@@ -91,11 +97,11 @@ async def resolve_client_id(scope: dict) -> str:
 class ClientIdentityMiddleware:
     """Put the client id in ``scope["relay_client_id"]``; refuse the handshake (403) without one."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner: "RelayApplication") -> None:
         self.inner = inner
 
-    async def __call__(self, scope, receive, send):
-        scope = dict(scope)
+    async def __call__(self, scope: "RelayScope", receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        scope = scope.copy()
         try:
             scope["relay_client_id"] = await resolve_client_id(scope)
         except Refused as refusal:

@@ -1,14 +1,29 @@
 """Reading a WebSocket handshake's scope, and refusing a handshake (HTTP 403)."""
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketScope
+
 from relay.metrics import HANDSHAKES_REFUSED
+
+if TYPE_CHECKING:
+    from channels.consumer import _ChannelScope
+
+    class RelayScope(_ChannelScope, total=False):
+        """A handshake's scope as Channels fills it in, with the relay's own key."""
+
+        relay_client_id: str  # set by ClientIdentityMiddleware
+
+    #: An ASGI application behind the relay's WebSocket middleware.
+    RelayApplication = Callable[[RelayScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 
 
-def header(scope: dict, name: bytes) -> bytes | None:
+def header(scope: WebSocketScope, name: bytes) -> bytes | None:
     """The first value of a request header (``name`` in lower case), or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -25,18 +40,18 @@ def bearer_credentials(authorization: str) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def query_params(scope: dict) -> dict[str, list[str]]:
+def query_params(scope: WebSocketScope) -> dict[str, list[str]]:
     """The handshake's query string, decoded leniently (a stranger wrote it)."""
     return parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
 
 
-def client_address(scope: dict) -> str:
+def client_address(scope: WebSocketScope) -> str:
     """host:port of the peer, for logs."""
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "-"
 
 
-def record_refusal(scope: dict, reason: str, detail: str = "") -> None:
+def record_refusal(scope: WebSocketScope, reason: str, detail: str = "") -> None:
     """Log one line and count a refused handshake.
 
     ``reason`` is a short fixed word (a metrics label); ``detail`` says more, for the log.
@@ -51,9 +66,12 @@ def record_refusal(scope: dict, reason: str, detail: str = "") -> None:
     )
 
 
-async def refuse_handshake(scope: dict, receive, send, reason: str, detail: str = "") -> None:
+async def refuse_handshake(
+    scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable, reason: str, detail: str = ""
+) -> None:
     """Record the refusal and answer the handshake with HTTP 403 (a close before accept)."""
     record_refusal(scope, reason, detail)
     message = await receive()
     if message["type"] == "websocket.connect":
-        await send({"type": "websocket.close"})
+        # asgiref.typing requires keys that ASGI makes optional (code, reason): django/asgiref#460.
+        await send({"type": "websocket.close"})  # type: ignore[misc, arg-type]

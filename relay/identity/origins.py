@@ -6,12 +6,17 @@ hijacking). A client without ``Origin`` is not a browser and cannot ride a cooki
 that is not its own, so it is allowed.
 """
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 from django.utils.http import is_same_domain
 
 from relay.conf import conf
 from relay.identity.handshake import header, refuse_handshake
+
+if TYPE_CHECKING:
+    from relay.identity.handshake import RelayApplication, RelayScope
 
 
 def origin_allowed(origin: str, allowed: list[str]) -> bool:
@@ -45,10 +50,10 @@ def origin_allowed(origin: str, allowed: list[str]) -> bool:
 class OriginMiddleware:
     """Refuse (403) a WebSocket handshake from a browser origin that is not allowed."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner: "RelayApplication") -> None:
         self.inner = inner
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: "RelayScope", receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         origin = header(scope, b"origin")
         if origin is not None:
             origin_text = origin.decode("latin-1")

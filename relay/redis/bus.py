@@ -35,7 +35,7 @@ class RedisBus:
         self._subscribed: set[str] = set()
         # Per channel, one future per SUBSCRIBE written and not yet confirmed, oldest first:
         # Redis confirms in order, and a handshake waits for the newest.
-        self._pending: dict[bytes, deque[asyncio.Future]] = {}
+        self._pending: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._ping_sent: float | None = None
         self._inbox: deque[tuple[bytes, bytes, float]] = deque()
         self._inbox_ready = asyncio.Event()

@@ -83,7 +83,8 @@ class RedisLink:
         self.name = name
         if url.startswith("rediss://"):
             raise ValueError("The relay's Redis client does not speak TLS: use redis:// or unix:// (check relay.E011).")
-        self._params = parse_url(url)  # redis-py's reading of the URL, as channels-redis and presence use
+        # redis-py's reading of the URL, as channels-redis and presence use
+        self._params: dict[str, Any] = parse_url(url)
         self._on_reply = on_reply
         self._up_callbacks: list[Callable[[], None]] = []
         self._down_callbacks: list[Callable[[], None]] = []
@@ -139,6 +140,7 @@ class RedisLink:
             _, protocol = await loop.create_connection(
                 factory, params.get("host", "localhost"), params.get("port", 6379)
             )
+        assert protocol.transport is not None  # connection_made() ran before the connection was returned
         sock = protocol.transport.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             enable_keepalive(sock)

@@ -3,8 +3,9 @@
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketReceiveEvent
 from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
 
@@ -14,8 +15,13 @@ from relay.identity.handshake import client_address, record_refusal
 from relay.server.daphne import asgi_close_code, server_connection
 from relay.server.hub import get_hub
 from relay.server.membership import GroupMembership
-from relay.server.policies import send_policy
+from relay.server.policies import SendPolicy, send_policy
 from relay.server.throttling import bucket_for
+
+if TYPE_CHECKING:
+    from channels.consumer import _ChannelScope
+
+    from relay.identity.handshake import RelayScope
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +38,12 @@ class RelayConsumer(AsyncConsumer):
     about 6x the server itself (see the README's "Performance").
     """
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: "_ChannelScope", receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """Run one connection from handshake to disconnect."""
         self.scope = scope
         self.base_send = send
-        self.client_id: str = scope["relay_client_id"]
+        # Routed only behind ClientIdentityMiddleware, which puts the client id in the scope.
+        self.client_id: str = cast("RelayScope", scope)["relay_client_id"]
         self.subprotocol = protocol.SUBPROTOCOL_V1 if protocol.SUBPROTOCOL_V1 in scope.get("subprotocols", ()) else None
         self.hub = get_hub()
         # Limits and policy are read once per connection: a missing setting costs Django
@@ -56,7 +63,8 @@ class RelayConsumer(AsyncConsumer):
             return
         if self.hub.draining:
             record_refusal(scope, "draining", "the process is shutting down")
-            await self.base_send({"type": "websocket.close"})
+            # asgiref.typing requires keys that ASGI makes optional (code, reason): django/asgiref#460.
+            await self.base_send({"type": "websocket.close"})  # type: ignore[misc, arg-type]
             return
         layer = get_channel_layer(self.channel_layer_alias)
         membership = (
@@ -109,7 +117,8 @@ class RelayConsumer(AsyncConsumer):
 
     async def accept(self) -> None:
         """Complete the handshake, with the subprotocol the client asked for if we speak it."""
-        await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})
+        # asgiref.typing requires "headers", which ASGI makes optional (django/asgiref#460).
+        await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})  # type: ignore[arg-type]
 
     def leave_hub(self) -> None:
         """Stop receiving deliveries (once)."""
@@ -124,19 +133,19 @@ class RelayConsumer(AsyncConsumer):
         if self.connection is not None:
             self.connection.close(code)  # daphne's websocket.close refuses 1001, 1008, 1013
         else:
-            await self.base_send({"type": "websocket.close", "code": asgi_close_code(self.base_send, code)})
+            # asgiref.typing requires "reason", which ASGI makes optional (django/asgiref#460).
+            await self.base_send({"type": "websocket.close", "code": asgi_close_code(self.base_send, code)})  # type: ignore[arg-type]
 
-    async def receive_frames(self, receive) -> int | None:
+    async def receive_frames(self, receive: ASGIReceiveCallable) -> int | None:
         """Handle client frames until the client goes away; return the close code."""
         while True:
             message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
+            if message["type"] == "websocket.receive":
                 await self.receive_frame(message)
-            elif kind == "websocket.disconnect":
+            elif message["type"] == "websocket.disconnect":
                 return message.get("code")
 
-    async def receive_frame(self, message: dict) -> None:
+    async def receive_frame(self, message: WebSocketReceiveEvent) -> None:
         """Validate one client frame and relay it, or tell the client what was wrong.
 
         Frames keep being relayed while the relay closes a connection for a shutdown or
@@ -165,7 +174,7 @@ class RelayConsumer(AsyncConsumer):
             await self.hub.relay(self, parsed)
             metrics.DELIVERY_LATENCY.observe(time.perf_counter() - received)
 
-    async def apply_policy(self, policy, message: protocol.Message) -> protocol.Message:
+    async def apply_policy(self, policy: SendPolicy, message: protocol.Message) -> protocol.Message:
         """Drop the targets the send policy refuses, with a ``forbidden`` error for each."""
         allowed = []
         for target in message.targets:
@@ -179,6 +188,7 @@ class RelayConsumer(AsyncConsumer):
 
     async def refuse_over_limit(self) -> None:
         """Refuse a frame over the rate limit; close with 1008 a client that keeps going."""
+        assert self.bucket is not None  # called only when the bucket refused a frame
         if self.bucket.refused_in_a_row > self.close_after_refusals:
             logger.warning(
                 "event=close client=%s code=1008 reason=%s", self.client_id, "kept sending over the rate limit"
@@ -204,7 +214,8 @@ class RelayConsumer(AsyncConsumer):
         if self.close_code is not None:
             return
         if self.connection is None:
-            await self.base_send({"type": "websocket.send", "text": text})
+            # asgiref.typing requires "bytes", which ASGI makes optional (django/asgiref#460).
+            await self.base_send({"type": "websocket.send", "text": text})  # type: ignore[arg-type]
             return
         unsent = self.connection.send(text)  # None: the socket is closing, nothing was sent
         if unsent is not None and unsent > self.max_pending_bytes:
@@ -218,13 +229,13 @@ class RelayConsumer(AsyncConsumer):
         metrics.ERRORS.labels(code).inc()
         await self.send_text(protocol.encode_error(self.subprotocol, code, detail, ref))
 
-    async def handle_layer_event(self, event: dict) -> None:
+    async def handle_layer_event(self, event: dict[str, Any]) -> None:
         """Handle a channel-layer event (a server push) addressed to this connection.
 
         Only ``relay.*`` event types are handled (``relay.deliver`` -> ``relay_deliver``):
         an event's type must not be a way to call any other method of the consumer.
         """
-        kind = event.get("type")
+        kind: Any = event.get("type")  # an event is anyone's dict: checked below
         handler = getattr(self, kind.replace(".", "_"), None) if isinstance(kind, str) else None
         if handler is None or not kind.startswith("relay."):
             logger.warning("event=layer_event_ignored client=%s type=%r", self.client_id, kind)
@@ -234,7 +245,7 @@ class RelayConsumer(AsyncConsumer):
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("event=layer_event_ignored client=%s type=%r error=%s", self.client_id, kind, exc)
 
-    async def relay_deliver(self, event: dict) -> None:
+    async def relay_deliver(self, event: dict[str, Any]) -> None:
         """Deliver a server push: ``{"type": "relay.deliver", "payload": ..., "from": None}``.
 
         ``payload_json`` (the payload already encoded, as ``relay.send`` sends it) may

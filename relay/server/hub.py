@@ -56,7 +56,7 @@ class Hub:
         self._members: dict[str, int] = {}
         #: Set on shutdown: new handshakes are refused, open connections are being closed.
         self.draining = False
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._commands = self._bus = self._presence = None
         if redis_url:
             self._commands = CommandPipe(redis_url, self._relay_failed)

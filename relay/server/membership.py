@@ -9,6 +9,9 @@ in the background as soon as the layer is back.
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.layers import BaseChannelLayer
 
 from relay.exceptions import LAYER_ERRORS
 
@@ -22,7 +25,11 @@ class GroupMembership:
     """One connection's channel-layer channel, its group, and the task handling its events."""
 
     def __init__(
-        self, layer, group: str, handle: Callable[[dict], Awaitable[None]], redis_up: asyncio.Event | None = None
+        self,
+        layer: BaseChannelLayer,
+        group: str,
+        handle: Callable[[dict[str, Any]], Awaitable[None]],
+        redis_up: asyncio.Event | None = None,
     ) -> None:
         self.layer = layer
         self.group = group
@@ -31,7 +38,7 @@ class GroupMembership:
         # attempt leaves an orphan queue in channels-redis' pub/sub layer.
         self.redis_up = redis_up
         self.channel_name: str | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def join(self) -> None:
         """Join the group now if the layer answers quickly, else keep trying in the background."""
@@ -63,6 +70,7 @@ class GroupMembership:
                 logger.info("event=layer_joined group=%s", self.group)
             except LAYER_ERRORS:
                 continue
+        assert self.channel_name is not None  # _attach() succeeded, here or in join()
         while True:
             await self.handle(await self.layer.receive(self.channel_name))
 

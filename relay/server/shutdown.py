@@ -13,14 +13,23 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from relay.conf import conf
 from relay.protocol import CLOSE_GOING_AWAY
 
+if TYPE_CHECKING:
+    from relay.server.hub import Hub
+
+#: A signal's handler, as ``signal.getsignal`` returns it.
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
 logger = logging.getLogger(__name__)
 
 #: The drain task, referenced so that it cannot be garbage-collected while it runs.
-_running: set[asyncio.Task] = set()
+_running: set[asyncio.Task[None]] = set()
 
 #: After the drain, daphne gets this long to stop before the process exits regardless.
 EXIT_GRACE = 5.0
@@ -32,14 +41,14 @@ def under_running_reactor() -> bool:
     return reactor is not None and getattr(reactor, "running", False)
 
 
-def install(hub) -> None:
+def install(hub: "Hub") -> None:
     """Make SIGTERM drain ``hub`` before daphne stops; only in daphne's main thread."""
     if threading.current_thread() is not threading.main_thread() or not under_running_reactor():
         return
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
 
-    def on_sigterm(signum, frame) -> None:
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, previous)  # a second SIGTERM goes straight to daphne
         loop.call_soon_threadsafe(start_drain)
 
@@ -49,7 +58,7 @@ def install(hub) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-async def drain_then_stop(hub, previous) -> None:
+async def drain_then_stop(hub: "Hub", previous: Handler) -> None:
     """Close every connection with 1001, leave Redis, then let daphne stop the server."""
     timeout = conf.RELAY_SHUTDOWN_TIMEOUT
     logger.info("event=shutdown node=%s connections=%d timeout=%.1f", hub.node, hub.connection_count(), timeout)

@@ -1,11 +1,14 @@
 """The relay in the Django admin: send a message, see who is online, the audit log."""
 
+from typing import TYPE_CHECKING
+
 from django.apps import apps
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 
 from relay import api, presence, protocol
 from relay.contrib.admin.forms import SendMessageForm
@@ -15,9 +18,14 @@ from relay.exceptions import LAYER_ERRORS
 #: The permission to push from the admin (and to create API keys, which push too).
 SEND_PERMISSION = "relay_admin.send_message"
 
+if TYPE_CHECKING:  # ModelAdmin is generic in django-stubs only: ModelAdmin[...] fails at run time
+    _ModelAdmin = admin.ModelAdmin[AuditEntry]
+else:
+    _ModelAdmin = admin.ModelAdmin
+
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(_ModelAdmin):
     """The audit log (read-only), with the "Send a message" and "Who is online" pages."""
 
     list_display = ["created_at", "source", "actor", "target_list", "online", "size"]
@@ -25,10 +33,10 @@ class AuditEntryAdmin(admin.ModelAdmin):
     search_fields = ["actor"]
     date_hierarchy = "created_at"
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
         return False
 
     @admin.display(description="targets")
@@ -36,14 +44,14 @@ class AuditEntryAdmin(admin.ModelAdmin):
         shown = ", ".join(obj.targets[:10])
         return shown + (f" … (+{len(obj.targets) - 10})" if len(obj.targets) > 10 else "")
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         return [
             path("send/", self.admin_site.admin_view(self.send_view), name="relay_send_message"),
             path("online/", self.admin_site.admin_view(self.online_view), name="relay_online"),
             *super().get_urls(),
         ]
 
-    def send_view(self, request):
+    def send_view(self, request: HttpRequest) -> HttpResponse:
         """Staff with ``relay_admin.send_message`` push a JSON payload to client ids."""
         if not request.user.has_perm(SEND_PERMISSION):
             raise PermissionDenied
@@ -63,7 +71,7 @@ class AuditEntryAdmin(admin.ModelAdmin):
         context = {**self.admin_site.each_context(request), "title": "Send a message", "form": form, "opts": self.opts}
         return TemplateResponse(request, "admin/relay_admin/send_message.html", context)
 
-    def online_view(self, request):
+    def online_view(self, request: HttpRequest) -> HttpResponse:
         """Client ids with an open connection, and how many connections each."""
         if not (request.user.has_perm(SEND_PERMISSION) or request.user.has_perm("relay_admin.view_auditentry")):
             raise PermissionDenied

@@ -5,6 +5,7 @@ import re
 from django import forms
 
 from relay import protocol
+from relay.protocol import JSON
 
 
 class SendMessageForm(forms.Form):
@@ -27,7 +28,7 @@ class SendMessageForm(forms.Form):
         except protocol.ProtocolError as exc:
             raise forms.ValidationError(exc.detail, code=exc.code) from None
 
-    def clean_payload(self):
+    def clean_payload(self) -> JSON:
         """The payload as a JSON value."""
         try:
             return protocol.loads(self.cleaned_data["payload"])

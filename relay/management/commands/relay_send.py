@@ -2,10 +2,11 @@
 
 import getpass
 import sys
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from relay import api, protocol, signals
 from relay.exceptions import LAYER_ERRORS
@@ -14,11 +15,11 @@ from relay.exceptions import LAYER_ERRORS
 class Command(BaseCommand):
     help = "Push a JSON payload to every connection of each target client id."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("targets", nargs="+", help="client ids to deliver to")
         parser.add_argument("--payload", help="the JSON payload (read from standard input when absent)")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         raw = options["payload"]
         if raw is None:
             raw = sys.stdin.read()

@@ -1,6 +1,8 @@
 """``python manage.py relay_apikey create|revoke|list``: API keys for the HTTP API."""
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError
 
 from relay.contrib.http_api.models import ApiKey
@@ -9,7 +11,7 @@ from relay.contrib.http_api.models import ApiKey
 class Command(BaseCommand):
     help = "Create (prints the key once), revoke or list the API keys of the HTTP API."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True)
         create = actions.add_parser("create", help="create a key and print it (only now)")
         create.add_argument("name", help="who uses the key, e.g. billing-service")
@@ -17,7 +19,7 @@ class Command(BaseCommand):
         revoke.add_argument("name")
         actions.add_parser("list", help="list keys (never the keys themselves)")
 
-    def handle(self, *args, action, **options):
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "create":
             name = options["name"].strip()
             if not name or len(name) > 100:
