@@ -61,7 +61,7 @@ def channel_layer_from_url(url: str | None, prefix: str = "asgi") -> dict[str, A
     """The channel layer: channels-redis pub/sub on REDIS_URL, else in-memory (one process only)."""
     if not url:
         return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
-    # The pub/sub layer, not the core one: measured 4x cheaper per message, and it has no
+    # The pub/sub layer, not the core one: cheaper per message (README), and it has no
     # per-process capacity that silently drops group messages (README, "Channel layer").
     return {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

@@ -35,7 +35,7 @@ class RelayConsumer(AsyncConsumer):
     ``__call__`` is a plain receive loop instead of Channels' ``await_many_dispatch``,
     and handlers are called without ``dispatch()``'s ``aclose_old_connections()``: the
     consumer never touches the database, and on the per-message path those two cost
-    about 6x the server itself (see the README's "Performance").
+    several times what the server itself does (README, "Channel layer and bus").
     """
 
     async def __call__(self, scope: "_ChannelScope", receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -47,7 +47,7 @@ class RelayConsumer(AsyncConsumer):
         self.subprotocol = protocol.SUBPROTOCOL_V1 if protocol.SUBPROTOCOL_V1 in scope.get("subprotocols", ()) else None
         self.hub = get_hub()
         # Limits and policy are read once per connection: a missing setting costs Django
-        # an exception on every read, ~10% of a frame's CPU when read per frame.
+        # an exception on every read, a visible share of a frame's CPU if read per frame.
         self.rate_limit = conf.RELAY_RATE_LIMIT
         self.bucket = bucket_for(self.rate_limit, conf.RELAY_RATE_BURST)
         self.close_after_refusals = conf.RELAY_RATE_LIMIT_CLOSE_AFTER
