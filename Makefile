@@ -49,8 +49,8 @@ test-latest:
 	REDIS_URL=$(REDIS_URL) $(LATEST_VENV)/bin/python -m pytest -m daphne_internals
 
 lint: venv
-	$(VENV)/bin/ruff check relay relayproject bench tests
-	$(VENV)/bin/ruff format --check relay relayproject bench tests
+	$(VENV)/bin/ruff check relay relayproject bench tests examples
+	$(VENV)/bin/ruff format --check relay relayproject bench tests examples
 	$(VENV)/bin/mypy
 
 bench: venv

@@ -9,14 +9,21 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
 from relay import presence, protocol
+from relay.conf import conf
 from relay.protocol import JSON
+from relay.redis.clients import sync_client
+from relay.redis.keys import bus_channel
+from relay.redis.messages import encode_disconnect
 
 Targets = str | int | Iterable[str | int]
+
+#: A WebSocket close frame's reason is at most 123 bytes (RFC 6455, 5.5).
+MAX_CLOSE_REASON_BYTES = 123
 
 
 def default_layer() -> BaseChannelLayer:
@@ -72,3 +79,54 @@ def send(targets: Targets, payload: JSON) -> int:
     Returns how many of the targets were online (had a connection open) just before.
     """
     return async_to_sync(asend)(targets, payload)
+
+
+def validate_disconnect(client_id: str | int, code: int, reason: str) -> str:
+    """The client id to disconnect; ValueError for an id, code or reason a close frame cannot carry."""
+    target = protocol.normalize_client_id(client_id)
+    if target is None:
+        raise ValueError(f"{client_id!r} is not a client id (1-64 characters of A-Z a-z 0-9 _ . -).")
+    if isinstance(code, bool) or not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
+        raise ValueError(f"{code!r} is not a close code an application may send: 1000, or 3000-4999.")
+    if not isinstance(reason, str) or len(reason.encode()) > MAX_CLOSE_REASON_BYTES:
+        raise ValueError(f"The reason must be text of at most {MAX_CLOSE_REASON_BYTES} bytes in UTF-8.")
+    return target
+
+
+def disconnect(client_id: str | int, code: int = 4000, reason: str = "") -> int:
+    """Close every connection of ``client_id``, in every relay process, with ``code`` and ``reason``.
+
+    Returns how many processes were asked: those holding connections of the id (0 when
+    it has none open). Raises ValueError for a bad id, code or reason, and redis-py's
+    errors when Redis cannot be reached. Reconnecting is not prevented: refuse the
+    client's next handshake (expire its token, log the user out) for that.
+    """
+    target = validate_disconnect(client_id, code, reason)
+    if conf.RELAY_REDIS_URL is None:
+        return async_to_sync(disconnect_here)(target, code, reason)
+    return publish_disconnect(target, code, reason)
+
+
+async def adisconnect(client_id: str | int, code: int = 4000, reason: str = "") -> int:
+    """``disconnect``, from async code."""
+    target = validate_disconnect(client_id, code, reason)
+    if conf.RELAY_REDIS_URL is None:
+        return await disconnect_here(target, code, reason)
+    return await sync_to_async(publish_disconnect, thread_sensitive=False)(target, code, reason)
+
+
+def publish_disconnect(client_id: str, code: int, reason: str) -> int:
+    """With Redis: order every process holding ``client_id`` to close it; how many were asked."""
+    url = conf.RELAY_REDIS_URL
+    assert url is not None  # called only with Redis
+    channel = bus_channel(conf.RELAY_REDIS_PREFIX, client_id)
+    return int(sync_client(url).publish(channel, encode_disconnect(code, reason)))
+
+
+async def disconnect_here(client_id: str, code: int, reason: str) -> int:
+    """Without Redis: close the connections of ``client_id`` in this process; 1 if it had any."""
+    # The in-memory layer serves one process: the engine runs here if anything does.
+    from relay.server.hub import local_hubs
+
+    closed = [await hub.disconnect(client_id, code, reason) for hub in local_hubs()]
+    return 1 if any(closed) else 0

@@ -103,6 +103,7 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     if not _positive_int(conf.RELAY_AUDIT_RETENTION_DAYS):
         errors.append(Error("RELAY_AUDIT_RETENTION_DAYS must be a positive integer of days, e.g. 90.", id="relay.E016"))
     errors.extend(check_metrics_access())
+    errors.extend(check_identity_backends())
     errors.extend(check_channel_layer())
     return errors
 
@@ -131,6 +132,45 @@ def check_metrics_access() -> list[CheckMessage]:
     token = conf.RELAY_METRICS_TOKEN
     if token is not None and (not isinstance(token, str) or len(token) < 16):
         errors.append(Error("RELAY_METRICS_TOKEN must be None or a string of 16+ characters.", id="relay.E018"))
+    return errors
+
+
+def check_identity_backends() -> list[CheckMessage]:
+    """RELAY_IDENTITY_BACKENDS must be a non-empty list of dotted paths of identity backend classes."""
+    # Late: the check imports the backends (and Channels' auth) anyway; django.setup() need not.
+    from relay.identity.backends import IdentityBackend
+
+    hint = (
+        'e.g. ["relay.identity.backends.TokenBackend", "relay.identity.backends.SessionBackend", '
+        '"relay.identity.backends.QueryIdBackend"], with your own subclasses of '
+        "relay.identity.backends.IdentityBackend where they should decide."
+    )
+    paths = conf.RELAY_IDENTITY_BACKENDS
+    if not isinstance(paths, (list, tuple)) or not paths:
+        # Without a backend every handshake is refused; a bare string would be read letter by letter.
+        return [
+            Error(
+                f"RELAY_IDENTITY_BACKENDS must be a non-empty list of dotted paths, not {paths!r}.",
+                hint=hint,
+                id="relay.E020",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    for path in paths:
+        try:
+            backend = import_string(path)
+            if not isinstance(backend, type) or not callable(getattr(backend, "authenticate", None)):
+                raise TypeError("it is not a class with an authenticate(scope) method")
+            if backend is IdentityBackend:
+                raise TypeError("it is the base class, which decides nothing")
+        except (AttributeError, ImportError, TypeError, ValueError) as exc:
+            errors.append(
+                Error(
+                    f"RELAY_IDENTITY_BACKENDS entry {path!r} is not an identity backend: {exc}.",
+                    hint=hint,
+                    id="relay.E020",
+                )
+            )
     return errors
 
 

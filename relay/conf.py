@@ -56,9 +56,26 @@ class Settings:
         return list(origins)
 
     @property
+    def RELAY_IDENTITY_BACKENDS(self) -> list[str]:
+        """Dotted paths of the classes that decide who a handshake connects as, in order; first match wins."""
+        return setting(
+            "RELAY_IDENTITY_BACKENDS",
+            [
+                "relay.identity.backends.TokenBackend",
+                "relay.identity.backends.SessionBackend",
+                "relay.identity.backends.QueryIdBackend",
+            ],
+        )
+
+    @property
     def RELAY_SEND_POLICY(self) -> str:
         """Dotted path of the policy deciding whether a sender may reach a target."""
         return setting("RELAY_SEND_POLICY", "relay.server.policies.AllowAll")
+
+    @property
+    def RELAY_MESSAGE_HANDLERS(self) -> list[str]:
+        """Dotted paths of the message handlers every client frame runs through, in order."""
+        return setting("RELAY_MESSAGE_HANDLERS", [])
 
     @property
     def RELAY_RATE_LIMIT(self) -> str | None:

@@ -15,6 +15,21 @@ class ProtocolError(ValueError):
         self.ref = ref
 
 
+class Reject(Exception):
+    """Raised by a message handler or a call: the sender gets an error frame, nothing is relayed.
+
+    ``code`` is a short word the client can switch on (``"quota_exceeded"``: 1-64
+    characters of a-z 0-9 _); ``detail`` is for people. The connection stays open.
+    """
+
+    def __init__(self, code: str = "rejected", detail: str = "") -> None:
+        from relay.protocol import validate_error_code  # protocol imports this module
+
+        super().__init__(detail or code)
+        self.code = validate_error_code(code)
+        self.detail = detail or code
+
+
 class Refused(Exception):
     """No identity for a handshake: ``reason`` is a short word, ``detail`` says more."""
 

@@ -26,6 +26,11 @@ HANDSHAKES_REFUSED = Counter("relay_handshakes_refused_total", "Handshakes refus
 FRAMES_RECEIVED = Counter("relay_frames_received_total", "Frames received from clients.")
 DELIVERIES = Counter("relay_deliveries_total", "Frames handed to client sockets (one per connection reached).")
 ERRORS = Counter("relay_errors_total", "Error frames sent to clients, by code.", ["code"])
+SITE_CODE_ERRORS = Counter(
+    "relay_site_code_errors_total",
+    "Exceptions raised by the site's code in the relay: message handlers, calls, send policy, signal receivers.",
+    ["kind"],
+)
 DELIVERY_LATENCY = Histogram(
     "relay_delivery_latency_seconds",
     "From a frame's arrival in this process to its hand-off to the local sockets.",

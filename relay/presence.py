@@ -14,7 +14,6 @@ async forms ``ais_online`` and so on, from any Django code.
 
 import time
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Any, cast
 
 import redis
@@ -22,12 +21,8 @@ from asgiref.sync import sync_to_async
 
 from relay.conf import conf
 from relay.protocol import normalize_client_id
+from relay.redis.clients import sync_client
 from relay.redis.keys import node_key, nodes_key
-
-
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, decode_responses=True)
 
 
 def connections(client_ids: Iterable[str | int] | None = None) -> dict[str, int]:
@@ -46,7 +41,7 @@ def connections(client_ids: Iterable[str | int] | None = None) -> dict[str, int]
 
         counts = local_connections()
     else:
-        counts = _redis_connections(_client(url), conf.RELAY_REDIS_PREFIX, ids)
+        counts = _redis_connections(sync_client(url), conf.RELAY_REDIS_PREFIX, ids)
     if ids is not None:
         wanted = set(ids)
         counts = {client_id: n for client_id, n in counts.items() if client_id in wanted}

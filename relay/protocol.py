@@ -31,6 +31,13 @@ BINARY_NOT_SUPPORTED = "binary_not_supported"
 RATE_LIMITED = "rate_limited"
 FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
+UNKNOWN_CALL = "unknown_call"
+INTERNAL_ERROR = "internal_error"
+
+#: What an error code may look like, the relay's own and those of ``relay.Reject``.
+ERROR_CODE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: What a call's name may look like: ``chat.history``, ``mark_read``.
+CALL_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
 
 # Close codes the relay sends.
 CLOSE_GOING_AWAY = 1001
@@ -44,12 +51,26 @@ def group_for(client_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
-    """A valid client frame: distinct targets, the payload as JSON text, the correlation id."""
+class Frame:
+    """A valid client frame to relay: distinct targets, the payload, the correlation id.
+
+    ``payload`` is the decoded value (for message handlers), ``payload_json`` its compact
+    JSON text (what is relayed).
+    """
 
     targets: tuple[str, ...]
     payload_json: str
     ref: Any = None
+    payload: JSON = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallFrame:
+    """A valid call into Django: ``{"call": name, "payload": ..., "id": ...}``."""
+
+    name: str
+    payload: JSON
+    ref: str | int
 
 
 def normalize_client_id(value: Any) -> str | None:
@@ -122,13 +143,34 @@ def parse_targets(raw_targets: JSON, max_targets: int, ref: Any = None) -> tuple
     return tuple(targets)
 
 
-def parse_message(data: JSON, *, max_targets: int) -> Message:
-    """Validate a decoded frame ``{"targets": [...], "payload": ..., "id": ...}``."""
+def frame_ref(data: dict[str, JSON]) -> str | int | None:
+    """A frame's correlation id: its ``"id"`` when that is a string or an integer."""
+    ref = data.get("id")
+    return ref if isinstance(ref, (str, int)) and not isinstance(ref, bool) else None
+
+
+def parse_call(data: dict[str, JSON], ref: str | int | None) -> CallFrame:
+    """Validate a decoded call ``{"call": name, "payload": ..., "id": ...}``."""
+    name = data["call"]
+    if ref is None:
+        raise ProtocolError(INVALID_MESSAGE, 'A call needs an "id" (a string or an integer) to answer to.')
+    if not isinstance(name, str) or not CALL_NAME_PATTERN.fullmatch(name):
+        raise ProtocolError(INVALID_MESSAGE, '"call" must be a name like "chat.history".', ref)
+    payload = data.get("payload")
+    try:
+        dumps(payload)
+    except ValueError:
+        raise ProtocolError(INVALID_JSON, "The payload holds a number out of range.", ref) from None
+    return CallFrame(name=name, payload=payload, ref=ref)
+
+
+def parse_message(data: JSON, *, max_targets: int) -> Frame | CallFrame:
+    """Validate a decoded frame: ``{"targets": [...], "payload": ..., "id": ...}`` or a call."""
     if not isinstance(data, dict):
         raise ProtocolError(INVALID_MESSAGE, "A frame must be a JSON object.")
-    ref = data.get("id")
-    if not isinstance(ref, (str, int)) or isinstance(ref, bool):
-        ref = None
+    ref = frame_ref(data)
+    if "call" in data:
+        return parse_call(data, ref)
     if "targets" not in data:
         raise ProtocolError(INVALID_MESSAGE, 'The frame has no "targets".', ref)
     if "payload" not in data:
@@ -138,10 +180,10 @@ def parse_message(data: JSON, *, max_targets: int) -> Message:
         payload_json = dumps(data["payload"])
     except ValueError:  # 1e400 parses as infinity, which JSON cannot carry
         raise ProtocolError(INVALID_JSON, "The payload holds a number out of range.", ref) from None
-    return Message(targets=targets, payload_json=payload_json, ref=ref)
+    return Frame(targets=targets, payload_json=payload_json, ref=ref, payload=data["payload"])
 
 
-def parse_frame(text: str, *, max_targets: int, max_bytes: int) -> Message:
+def parse_frame(text: str, *, max_targets: int, max_bytes: int) -> Frame | CallFrame:
     """Parse and validate one client text frame, raising ProtocolError with the code to send."""
     if utf8_length_exceeds(text, max_bytes):
         raise ProtocolError(MESSAGE_TOO_LARGE, f"A frame may be at most {max_bytes} bytes.")
@@ -160,10 +202,27 @@ def encode_delivery(subprotocol: str | None, sender: str | None, payload_json: s
 
 
 def encode_error(subprotocol: str | None, code: str, detail: str, ref: Any = None) -> str:
-    """The server frame telling a sender what was wrong, in the connection's framing."""
+    """The server frame telling a sender what was wrong, in the connection's framing.
+
+    ``ref`` (the bad frame's ``"id"``) is in both framings when the frame had one.
+    """
+    error: dict[str, JSON] = {"code": code, "detail": detail}
+    if ref is not None:
+        error["ref"] = ref
     if subprotocol == SUBPROTOCOL_V1:
-        envelope = {"type": "error", "code": code, "detail": detail}
-        if ref is not None:
-            envelope["ref"] = ref
-        return dumps(envelope)
-    return dumps({"error": {"code": code, "detail": detail}})
+        return dumps({"type": "error", **error})
+    return dumps({"error": error})
+
+
+def encode_reply(subprotocol: str | None, ref: str | int, payload_json: str) -> str:
+    """The answer to a call, to the caller only, in the connection's framing."""
+    if subprotocol == SUBPROTOCOL_V1:
+        return f'{{"type":"reply","ref":{dumps(ref)},"payload":{payload_json}}}'
+    return f'{{"reply":{{"ref":{dumps(ref)},"payload":{payload_json}}}}}'
+
+
+def validate_error_code(code: object) -> str:
+    """``code`` if it is a valid error code (``quota_exceeded``); raises ValueError otherwise."""
+    if not isinstance(code, str) or not ERROR_CODE_PATTERN.fullmatch(code):
+        raise ValueError(f"{code!r} is not an error code: 1-64 characters of a-z 0-9 _, starting with a letter.")
+    return code

@@ -98,6 +98,12 @@ INSTALLED_APPS = [
     "relay.contrib.admin",  # admin pages and the audit log
 ]
 
+# The example chat (examples/chat: a message handler, a call, a signal receiver), for
+# `make run` and its tests; a real site installs its own apps instead.
+RELAY_EXAMPLES = env_bool("RELAY_EXAMPLES", False)
+if RELAY_EXAMPLES:
+    INSTALLED_APPS.append("examples.chat")
+
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -157,6 +163,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The relay (defaults and meaning: relay/conf.py). The environment can set the ones a
 # deployment usually changes; unset ones keep the app's defaults.
 RELAY_ALLOW_QUERY_ID = env_bool("RELAY_ALLOW_QUERY_ID", DEBUG)
+if RELAY_EXAMPLES:
+    RELAY_MESSAGE_HANDLERS = ["examples.chat.handlers.save_chat_message"]
 if REDIS_PREFIX:
     RELAY_REDIS_PREFIX = REDIS_PREFIX
 if "RELAY_ALLOWED_ORIGINS" in os.environ:

@@ -16,3 +16,5 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 RELAY_ALLOW_QUERY_ID = True
 # Tests that send fast turn the limit on themselves; the others must not trip it.
 RELAY_RATE_LIMIT = None
+# The test package as an app, so that its calls.py is discovered like a site app's.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests"]  # noqa: F405

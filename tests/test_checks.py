@@ -51,6 +51,8 @@ def test_defaults_are_clean(settings):
         ("RELAY_REDIS_URL", "unix:///run/redis.sock"),
         ("RELAY_REDIS_PREFIX", "r"),
         ("RELAY_PRESENCE_HEARTBEAT", 29.5),
+        ("RELAY_IDENTITY_BACKENDS", ("relay.identity.backends.TokenBackend",)),
+        ("RELAY_IDENTITY_BACKENDS", ["relay.identity.backends.QueryIdBackend", "relay.identity.backends.TokenBackend"]),
     ],
 )
 def test_valid_values_pass(name, value):
@@ -135,6 +137,22 @@ def test_valid_values_pass(name, value):
         ({"CHANNEL_LAYERS": {"other": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}}, "relay.E019"),
         ({"CHANNEL_LAYERS": {"default": {}}}, "relay.E019"),
         ({"CHANNEL_LAYERS": None}, "relay.E019"),
+        ({"RELAY_IDENTITY_BACKENDS": []}, "relay.E020"),
+        ({"RELAY_IDENTITY_BACKENDS": ()}, "relay.E020"),
+        ({"RELAY_IDENTITY_BACKENDS": None}, "relay.E020"),
+        ({"RELAY_IDENTITY_BACKENDS": "relay.identity.backends.TokenBackend"}, "relay.E020"),  # a string, not a list
+        ({"RELAY_IDENTITY_BACKENDS": ["relay.identity.backends.NoSuchBackend"]}, "relay.E020"),
+        ({"RELAY_IDENTITY_BACKENDS": ["no_such_module.Backend"]}, "relay.E020"),
+        ({"RELAY_IDENTITY_BACKENDS": ["TokenBackend"]}, "relay.E020"),
+        ({"RELAY_IDENTITY_BACKENDS": [""]}, "relay.E020"),
+        ({"RELAY_IDENTITY_BACKENDS": [None]}, "relay.E020"),
+        ({"RELAY_IDENTITY_BACKENDS": ["relay.identity.backends.identify"]}, "relay.E020"),  # a function, not a class
+        ({"RELAY_IDENTITY_BACKENDS": ["relay.server.policies.AllowAll"]}, "relay.E020"),  # no authenticate method
+        ({"RELAY_IDENTITY_BACKENDS": ["relay.identity.backends.IdentityBackend"]}, "relay.E020"),  # the base class
+        (
+            {"RELAY_IDENTITY_BACKENDS": ["relay.identity.backends.TokenBackend", "relay.identity.backends.Nope"]},
+            "relay.E020",
+        ),
     ],
     ids=describe,
 )

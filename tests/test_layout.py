@@ -86,3 +86,11 @@ def test_late_imports_are_not_counted_but_module_level_ones_are():
     assert "relay.redis.keys" in imports
     assert "relay.server.hub" not in imports  # imported inside connections(), for the in-memory layer
     assert "relay.server.hub" in ast.dump(ast.parse((RELAY / "presence.py").read_text()))
+
+
+def test_the_public_names_are_the_exported_ones():
+    import relay
+
+    assert sorted(relay.__all__) == sorted(relay._EXPORTS)
+    for name in relay.__all__:
+        assert getattr(relay, name) is not None

@@ -5,14 +5,24 @@ import json
 import pytest
 
 from relay import protocol
-from relay.protocol import Message, ProtocolError, encode_delivery, encode_error, normalize_client_id, parse_frame
+from relay.protocol import (
+    CallFrame,
+    Frame,
+    ProtocolError,
+    encode_delivery,
+    encode_error,
+    encode_reply,
+    normalize_client_id,
+    parse_frame,
+    validate_error_code,
+)
 from tests.conftest import frame
 
 MAX_TARGETS = 100
 MAX_BYTES = 64 * 1024
 
 
-def parse(text: str, max_targets: int = MAX_TARGETS, max_bytes: int = MAX_BYTES) -> Message:
+def parse(text: str, max_targets: int = MAX_TARGETS, max_bytes: int = MAX_BYTES) -> Frame | CallFrame:
     return parse_frame(text, max_targets=max_targets, max_bytes=max_bytes)
 
 
@@ -81,8 +91,11 @@ def test_group_for_names_the_channel_layer_group():
 
 
 def test_parse_frame_valid():
-    assert parse('{"targets": ["bob", 2], "payload": {"any": ["JSON", 1, true, null]}}') == Message(
-        targets=("bob", "2"), payload_json='{"any":["JSON",1,true,null]}', ref=None
+    assert parse('{"targets": ["bob", 2], "payload": {"any": ["JSON", 1, true, null]}}') == Frame(
+        targets=("bob", "2"),
+        payload_json='{"any":["JSON",1,true,null]}',
+        ref=None,
+        payload={"any": ["JSON", 1, True, None]},
     )
 
 
@@ -104,7 +117,7 @@ def test_parse_frame_payload_null_is_a_payload():
 
 def test_parse_frame_ignores_unknown_keys():
     text = '{"targets": [1], "payload": 1, "type": "whatever", "extra": {"deep": [1]}}'
-    assert parse(text) == Message(targets=("1",), payload_json="1", ref=None)
+    assert parse(text) == Frame(targets=("1",), payload_json="1", ref=None, payload=1)
 
 
 @pytest.mark.parametrize(
@@ -306,7 +319,8 @@ def test_encode_delivery_v1_envelope(sender, expected):
 @pytest.mark.parametrize("ref", [None, "r1"])
 def test_encode_error_raw(subprotocol, ref):
     text = encode_error(subprotocol, "invalid_target", "bad target", ref)
-    assert json.loads(text) == {"error": {"code": "invalid_target", "detail": "bad target"}}
+    expected = {"code": "invalid_target", "detail": "bad target"} | ({"ref": ref} if ref else {})
+    assert json.loads(text) == {"error": expected}
 
 
 @pytest.mark.parametrize(
@@ -320,3 +334,61 @@ def test_encode_error_raw(subprotocol, ref):
 )
 def test_encode_error_v1(ref, expected):
     assert json.loads(encode_error("relay.v1", "invalid_json", "bad", ref)) == expected
+
+
+# Calls and replies
+
+
+def test_parse_call():
+    assert parse('{"call": "chat.history", "payload": {"room": 1}, "id": 7}') == CallFrame(
+        name="chat.history", payload={"room": 1}, ref=7
+    )
+
+
+def test_parse_call_payload_defaults_to_null():
+    assert parse('{"call": "ping", "id": "a"}') == CallFrame(name="ping", payload=None, ref="a")
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "ref"),
+    [
+        pytest.param('{"call": "chat.history"}', "invalid_message", None, id="no-id"),
+        pytest.param('{"call": "chat.history", "id": true}', "invalid_message", None, id="bool-id"),
+        pytest.param('{"call": "chat.history", "id": 1.5}', "invalid_message", None, id="float-id"),
+        pytest.param('{"call": 5, "id": 1}', "invalid_message", 1, id="name-not-string"),
+        pytest.param('{"call": "", "id": 1}', "invalid_message", 1, id="name-empty"),
+        pytest.param('{"call": "a b", "id": 1}', "invalid_message", 1, id="name-space"),
+        pytest.param('{"call": "' + "a" * 101 + '", "id": 1}', "invalid_message", 1, id="name-too-long"),
+        pytest.param('{"call": "x", "id": 1, "payload": 1e400}', "invalid_json", 1, id="payload-1e400"),
+    ],
+)
+def test_parse_call_refuses(text, code, ref):
+    with pytest.raises(ProtocolError) as refused:
+        parse(text)
+    assert (refused.value.code, refused.value.ref) == (code, ref)
+
+
+def test_a_frame_with_call_is_a_call_even_with_targets():
+    assert isinstance(parse('{"call": "x", "id": 1, "targets": ["bob"], "payload": 1}'), CallFrame)
+
+
+@pytest.mark.parametrize(
+    ("subprotocol", "expected"),
+    [
+        ("relay.v1", {"type": "reply", "ref": 7, "payload": {"ok": [1]}}),
+        (None, {"reply": {"ref": 7, "payload": {"ok": [1]}}}),
+    ],
+)
+def test_encode_reply(subprotocol, expected):
+    assert json.loads(encode_reply(subprotocol, 7, '{"ok":[1]}')) == expected
+
+
+@pytest.mark.parametrize("code", ["quota_exceeded", "a", "x" * 64, "e2"])
+def test_valid_error_codes(code):
+    assert validate_error_code(code) == code
+
+
+@pytest.mark.parametrize("code", ["", "Quota", "2fast", "a-b", "x" * 65, None, 5, "a b"])
+def test_invalid_error_codes(code):
+    with pytest.raises(ValueError, match="is not an error code"):
+        validate_error_code(code)

@@ -1,1 +1,1 @@
-"""Who is connecting: tokens, the session, ``?id=``, browser origins, and refusing a handshake."""
+"""Who is connecting: identity backends (tokens, the session, ``?id=``, a site's own), browser origins, refusals."""

@@ -12,10 +12,12 @@ from relay.metrics import HANDSHAKES_REFUSED
 if TYPE_CHECKING:
     from channels.consumer import _ChannelScope
 
-    class RelayScope(_ChannelScope, total=False):
-        """A handshake's scope as Channels fills it in, with the relay's own key."""
+    from relay.identity.backends import Identity
 
-        relay_client_id: str  # set by ClientIdentityMiddleware
+    class RelayScope(_ChannelScope, total=False):
+        """A handshake's scope as Channels fills it in, with the relay's own keys."""
+
+        relay_identity: Identity  # set by ClientIdentityMiddleware
 
     #: An ASGI application behind the relay's WebSocket middleware.
     RelayApplication = Callable[[RelayScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]

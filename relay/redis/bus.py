@@ -2,7 +2,9 @@
 
 Each process subscribes to one Redis channel per client id it holds connections for
 and publishes every client frame to the channel of each target. A process skips the
-copies of its own frames: it delivered those to its local connections already.
+copies of its own frames: it delivered those to its local connections already. The
+same channels carry orders to close an id's connections (``relay.disconnect``); the
+formats are in ``relay.redis.messages``.
 """
 
 import asyncio
@@ -13,12 +15,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from relay.metrics import DELIVERY_LATENCY
+from relay.redis import messages
+from relay.redis.keys import bus_channel
 from relay.redis.resp import REPLY_TIMEOUT, CommandPipe, RedisLink, encode_command
 
 logger = logging.getLogger(__name__)
 
-#: Called with (target, sender, payload_json) for each frame from another process.
-Deliver = Callable[[str, str, str], Awaitable[Any]]
+#: Called with (client id, message) for each bus message for an id this process holds.
+Receive = Callable[[str, messages.BusMessage], Awaitable[Any]]
 
 #: How long a handshake waits for Redis to confirm its subscription.
 SUBSCRIBE_WAIT = 2.0
@@ -27,11 +31,12 @@ SUBSCRIBE_WAIT = 2.0
 class RedisBus:
     """Publishes client frames to Redis and delivers the frames of other processes."""
 
-    def __init__(self, url: str, prefix: str, node: str, commands: CommandPipe, deliver: Deliver) -> None:
-        self._channel_prefix = f"{prefix}:bus:".encode()
-        self._node = node.encode() + b"\n"
+    def __init__(self, url: str, prefix: str, node: str, commands: CommandPipe, receive: Receive) -> None:
+        self._channel_prefix = bus_channel(prefix, "").encode()
+        self._node = node.encode()
+        self._own_frames = messages.live_prefix(self._node)
         self._commands = commands
-        self._deliver = deliver
+        self._receive = receive
         self._subscribed: set[str] = set()
         # Per channel, one future per SUBSCRIBE written and not yet confirmed, oldest first:
         # Redis confirms in order, and a handshake waits for the newest.
@@ -115,7 +120,7 @@ class RedisBus:
         """
         if not self._commands.connected:
             return False
-        data = self._node + sender.encode() + b"\n" + payload_json.encode()
+        data = messages.encode_live(self._node, sender, payload_json)
         for target in targets:
             self._commands.send(encode_command(b"PUBLISH", self._channel(target), data), context)
         return True
@@ -123,7 +128,7 @@ class RedisBus:
     def _on_message(self, reply: Any) -> None:
         kind = reply[0] if isinstance(reply, list) else None
         if kind == b"message":
-            if not reply[2].startswith(self._node):  # our own frame: delivered locally already
+            if not reply[2].startswith(self._own_frames):  # our own frame: delivered locally already
                 self._inbox.append((reply[1], reply[2], time.perf_counter()))
                 self._inbox_ready.set()
         elif kind == b"subscribe":
@@ -138,7 +143,7 @@ class RedisBus:
             self._ping_sent = None
 
     async def _dispatch(self) -> None:
-        """Deliver queued frames from other processes, one task for all of them."""
+        """Hand on queued messages from other processes, one task for all of them."""
         prefix_length = len(self._channel_prefix)
         while True:
             await self._inbox_ready.wait()
@@ -146,9 +151,8 @@ class RedisBus:
             while self._inbox:
                 channel, data, arrived = self._inbox.popleft()
                 try:
-                    _, sender, payload_json = data.split(b"\n", 2)
-                    await self._deliver(channel[prefix_length:].decode(), sender.decode(), payload_json.decode())
-                except (ValueError, UnicodeDecodeError):  # not a relay frame: someone else's publish
+                    await self._receive(channel[prefix_length:].decode(), messages.decode(data))
+                except (ValueError, UnicodeDecodeError):  # not a relay message: someone else's publish
                     logger.warning("event=bus_frame_ignored channel=%r bytes=%d", channel[:100], len(data))
                 except Exception:  # a bug must not stop delivery for every other client
                     logger.exception("bus: delivering a frame from another process failed")

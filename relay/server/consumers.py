@@ -1,21 +1,24 @@
 """The WebSocket consumer: one per connection, turning socket events into hub calls."""
 
-import dataclasses
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketReceiveEvent
 from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
 
-from relay import metrics, protocol
+from relay import calls, metrics, protocol, signals
 from relay.conf import conf
+from relay.connections import Connection
+from relay.exceptions import Reject
+from relay.handlers import HandlerError, Message, load_handlers, run_handlers
 from relay.identity.handshake import client_address, record_refusal
 from relay.server.daphne import asgi_close_code, server_connection
 from relay.server.hub import get_hub
 from relay.server.membership import GroupMembership
-from relay.server.policies import SendPolicy, send_policy
+from relay.server.policies import refused_targets, send_policy
 from relay.server.throttling import bucket_for
 
 if TYPE_CHECKING:
@@ -25,29 +28,37 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: What a client hears when the site's code failed on its frame (the log has the traceback).
+INTERNAL_ERROR_DETAIL = "The server failed to handle this frame; it was not relayed."
+
 
 class RelayConsumer(AsyncConsumer):
     """Relays a client's frames to their targets and delivers what is sent to its id.
 
     It joins the channel-layer group ``relay.<id>`` so that any Channels code can push
     to it (``relay_deliver``), and the process-local hub for client-to-client frames.
+    Frames are handled one at a time, in the order they arrive: the site's message
+    handlers, calls and send policy see them in order, and they are relayed in order.
 
     ``__call__`` is a plain receive loop instead of Channels' ``await_many_dispatch``,
-    and handlers are called without ``dispatch()``'s ``aclose_old_connections()``: the
-    consumer never touches the database, and on the per-message path those two cost
-    several times what the server itself does (README, "Channel layer and bus").
+    and events are handled without ``dispatch()``'s ``aclose_old_connections()``: the
+    consumer itself never touches the database (the site's code runs through
+    ``relay.threads``, which does what Django needs), and on the per-message path those
+    two cost several times what the server itself does (README, "Channel layer and bus").
     """
 
     async def __call__(self, scope: "_ChannelScope", receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         """Run one connection from handshake to disconnect."""
         self.scope = scope
         self.base_send = send
-        # Routed only behind ClientIdentityMiddleware, which puts the client id in the scope.
-        self.client_id: str = cast("RelayScope", scope)["relay_client_id"]
+        # Routed only behind ClientIdentityMiddleware, which puts the identity in the scope.
+        identity = cast("RelayScope", scope)["relay_identity"]
+        self.client_id: str = identity.client_id
+        self.info = Connection(identity.client_id, uuid.uuid4().hex, identity.user, identity.data, scope)
         self.subprotocol = protocol.SUBPROTOCOL_V1 if protocol.SUBPROTOCOL_V1 in scope.get("subprotocols", ()) else None
         self.hub = get_hub()
-        # Limits and policy are read once per connection: a missing setting costs Django
-        # an exception on every read, a visible share of a frame's CPU if read per frame.
+        # Limits, policy and handlers are read once per connection: a missing setting
+        # costs Django an exception on every read, a visible share of a frame's CPU.
         self.rate_limit = conf.RELAY_RATE_LIMIT
         self.bucket = bucket_for(self.rate_limit, conf.RELAY_RATE_BURST)
         self.close_after_refusals = conf.RELAY_RATE_LIMIT_CLOSE_AFTER
@@ -55,6 +66,7 @@ class RelayConsumer(AsyncConsumer):
         self.max_message_bytes = conf.RELAY_MAX_MESSAGE_BYTES
         self.max_pending_bytes = conf.RELAY_MAX_PENDING_BYTES
         self.policy = send_policy()
+        self.handlers = load_handlers(tuple(conf.RELAY_MESSAGE_HANDLERS))
         self.connection = server_connection(send)
         self.close_code: int | None = None  # set when the relay closes the connection
         self.in_hub = False
@@ -91,6 +103,7 @@ class RelayConsumer(AsyncConsumer):
                 self.subprotocol,
                 client_address(scope),
             )
+            await signals.send_robustly(signals.client_connected, connection=self.info)
             code = await self.receive_frames(receive)
         finally:
             try:
@@ -98,6 +111,9 @@ class RelayConsumer(AsyncConsumer):
                     await membership.leave()
             finally:
                 self.finish(accepted, code, opened)
+        await signals.send_robustly(
+            signals.client_disconnected, connection=self.info, code=code, duration=time.monotonic() - opened
+        )
 
     def finish(self, accepted: bool, code: int | None, opened: float) -> None:
         """Count and log the end of the connection, then leave the hub (last, for the drain)."""
@@ -125,16 +141,18 @@ class RelayConsumer(AsyncConsumer):
         self.in_hub = False
         self.hub.leave(self)
 
-    async def close(self, code: int) -> None:
+    async def close(self, code: int, reason: str = "") -> None:
         """Close the connection from the server side; nothing more is sent to it."""
         if self.close_code is not None:
             return
         self.close_code = code
         if self.connection is not None:
-            self.connection.close(code)  # daphne's websocket.close refuses 1001, 1008, 1013
+            self.connection.close(code, reason)  # daphne's websocket.close refuses 1001, 1008, 1013
         else:
-            # asgiref.typing requires "reason", which ASGI makes optional (django/asgiref#460).
-            await self.base_send({"type": "websocket.close", "code": asgi_close_code(self.base_send, code)})  # type: ignore[arg-type]
+            event: dict[str, Any] = {"type": "websocket.close", "code": asgi_close_code(self.base_send, code)}
+            if reason:
+                event["reason"] = reason
+            await self.base_send(event)  # type: ignore[arg-type]
 
     async def receive_frames(self, receive: ASGIReceiveCallable) -> int | None:
         """Handle client frames until the client goes away; return the close code."""
@@ -146,7 +164,7 @@ class RelayConsumer(AsyncConsumer):
                 return message.get("code")
 
     async def receive_frame(self, message: WebSocketReceiveEvent) -> None:
-        """Validate one client frame and relay it, or tell the client what was wrong.
+        """Validate one client frame and relay it or answer the call, or tell the client what was wrong.
 
         Frames keep being relayed while the relay closes a connection for a shutdown or
         for not reading: a client sends until it sees the close frame, and what it sent
@@ -164,27 +182,95 @@ class RelayConsumer(AsyncConsumer):
             await self.refuse(protocol.ProtocolError(protocol.BINARY_NOT_SUPPORTED, "Send JSON in text frames."))
             return
         try:
-            parsed = protocol.parse_frame(text, max_targets=self.max_targets, max_bytes=self.max_message_bytes)
+            frame = protocol.parse_frame(text, max_targets=self.max_targets, max_bytes=self.max_message_bytes)
         except protocol.ProtocolError as error:
             await self.refuse(error)
             return
-        if self.policy is not None:
-            parsed = await self.apply_policy(self.policy, parsed)
-        if parsed.targets:
-            await self.hub.relay(self, parsed)
+        if isinstance(frame, protocol.CallFrame):
+            await self.answer_call(frame)
+            return
+        relayed = await self.apply_site_code(frame)
+        if relayed is not None:
+            await self.hub.relay(self, relayed)
             metrics.DELIVERY_LATENCY.observe(time.perf_counter() - received)
 
-    async def apply_policy(self, policy: SendPolicy, message: protocol.Message) -> protocol.Message:
+    async def apply_site_code(self, frame: protocol.Frame) -> protocol.Frame | None:
+        """The frame after the send policy and the message handlers; None if nothing is left to relay.
+
+        The policy sees the targets the client asked for; handlers see the allowed ones,
+        and what they return is relayed as it is (the site's code chose it).
+        """
+        try:
+            if self.policy is not None:
+                frame = await self.apply_policy(frame)
+            if not frame.targets or not self.handlers:
+                return frame if frame.targets else None
+            message = Message(self.info, frame.targets, frame.payload, frame.ref)
+            handled = await run_handlers(self.handlers, message)
+            if handled is None or not handled.targets:
+                return None
+            return frame if handled is message else handled_frame(handled, frame.ref)
+        except Reject as rejected:
+            await self.refuse(protocol.ProtocolError(rejected.code, rejected.detail, frame.ref))
+        except HandlerError as error:
+            await self.site_code_failed("handler", error.path, error.problem, error, frame.ref)
+        except Exception as error:  # the send policy's bug: the frame fails, the connection stays
+            await self.site_code_failed("policy", conf.RELAY_SEND_POLICY, describe(error), error, frame.ref)
+        return None
+
+    async def apply_policy(self, frame: protocol.Frame) -> protocol.Frame:
         """Drop the targets the send policy refuses, with a ``forbidden`` error for each."""
-        allowed = []
-        for target in message.targets:
-            if policy(self.client_id, target):
-                allowed.append(target)
-            else:
-                await self.refuse(
-                    protocol.ProtocolError(protocol.FORBIDDEN, f"You may not send to {target}.", message.ref)
-                )
-        return dataclasses.replace(message, targets=tuple(allowed))
+        assert self.policy is not None  # called only with a policy
+        refused = await refused_targets(self.policy, self.client_id, frame.targets)
+        if not refused:
+            return frame
+        for target in refused:
+            await self.refuse(protocol.ProtocolError(protocol.FORBIDDEN, f"You may not send to {target}.", frame.ref))
+        allowed = tuple(target for target in frame.targets if target not in refused)
+        return protocol.Frame(allowed, frame.payload_json, frame.ref, frame.payload)
+
+    async def answer_call(self, frame: protocol.CallFrame) -> None:
+        """Run the call's registered function and answer the caller only."""
+        registered = calls.lookup(frame.name)
+        if registered is None:
+            await self.refuse(
+                protocol.ProtocolError(protocol.UNKNOWN_CALL, f"No call named {frame.name!r}.", frame.ref)
+            )
+            return
+        path, function = registered
+        try:
+            result = await function(calls.Call(self.info, frame.name, frame.payload, frame.ref))
+        except Reject as rejected:
+            await self.refuse(protocol.ProtocolError(rejected.code, rejected.detail, frame.ref))
+            return
+        except Exception as error:
+            await self.site_code_failed("call", path, describe(error), error, frame.ref)
+            return
+        try:
+            payload_json = protocol.dumps(result)
+        except (TypeError, ValueError) as error:
+            problem = f"returned {type(result).__name__}, which is not a JSON value: {error}"
+            await self.site_code_failed("call", path, problem, error, frame.ref)
+            return
+        await self.send_text(protocol.encode_reply(self.subprotocol, frame.ref, payload_json))
+
+    async def site_code_failed(
+        self, kind: str, where: str, problem: str, error: BaseException, ref: str | int | None
+    ) -> None:
+        """The site's handler, call or policy failed on a frame: ``internal_error`` for that frame only.
+
+        Logged at ERROR with the traceback (a bug to fix in the site's code) and counted.
+        """
+        metrics.SITE_CODE_ERRORS.labels(kind).inc()
+        logger.error(
+            "event=site_code_failed kind=%s where=%s client=%s error=%s",
+            kind,
+            where,
+            self.client_id,
+            problem,
+            exc_info=error,
+        )
+        await self.send_error(protocol.INTERNAL_ERROR, INTERNAL_ERROR_DETAIL, ref)
 
     async def refuse_over_limit(self) -> None:
         """Refuse a frame over the rate limit; close with 1008 a client that keeps going."""
@@ -256,3 +342,19 @@ class RelayConsumer(AsyncConsumer):
             payload_json = protocol.dumps(event["payload"])
         await self.send_text(protocol.encode_delivery(self.subprotocol, event.get("from"), payload_json))
         metrics.DELIVERIES.inc()
+
+
+def describe(error: BaseException) -> str:
+    """An exception as one line: its type and message."""
+    return f"{type(error).__name__}: {error}"
+
+
+def handled_frame(message: Message, ref: str | int | None) -> protocol.Frame:
+    """The frame to relay for a message the handlers changed; HandlerError if it cannot be relayed."""
+    try:
+        if not isinstance(message.targets, (list, tuple)):
+            raise TypeError(f"targets is a {type(message.targets).__name__}, not a tuple of client ids")
+        targets = protocol.parse_targets(list(message.targets), max_targets=len(message.targets), ref=ref)
+        return protocol.Frame(targets, protocol.dumps(message.payload), ref, message.payload)
+    except (protocol.ProtocolError, TypeError, ValueError) as error:
+        raise HandlerError("RELAY_MESSAGE_HANDLERS", f"returned a message that cannot be relayed: {error}") from error

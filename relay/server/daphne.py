@@ -59,10 +59,10 @@ class DaphneConnection:
         unsent: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         return unsent
 
-    def close(self, code: int) -> None:
+    def close(self, code: int, reason: str = "") -> None:
         """Start the closing handshake with ``code``; the peer is dropped if it does not answer."""
         if self._protocol.state == self._protocol.STATE_OPEN:
-            self._protocol.sendCloseFrame(code=code, isReply=False)
+            self._protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None, isReply=False)
 
 
 def under_daphne(send: ASGISendCallable) -> bool:

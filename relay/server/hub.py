@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from relay import metrics, protocol
 from relay.conf import conf
 from relay.redis.bus import RedisBus
+from relay.redis.messages import BusMessage, Live
 from relay.redis.presence_writer import PresenceWriter
 from relay.redis.resp import CommandPipe
 from relay.server import shutdown
@@ -36,7 +37,7 @@ class Connection(Protocol):
     async def send_error(self, code: str, detail: str, ref: Any = None) -> None:
         """Send an error frame to the client."""
 
-    async def close(self, code: int) -> None:
+    async def close(self, code: int, reason: str = "") -> None:
         """Close the connection from the server side."""
 
 
@@ -60,7 +61,7 @@ class Hub:
         self._commands = self._bus = self._presence = None
         if redis_url:
             self._commands = CommandPipe(redis_url, self._relay_failed)
-            self._bus = RedisBus(redis_url, redis_prefix, self.node, self._commands, self.deliver)
+            self._bus = RedisBus(redis_url, redis_prefix, self.node, self._commands, self.receive)
             self._presence = PresenceWriter(self._commands, redis_prefix, self.node, self.local_connections)
 
     async def join(self, connection: Connection, accept: Callable[[], Awaitable[None]]) -> None:
@@ -141,7 +142,23 @@ class Hub:
                 sent += 1
         metrics.DELIVERIES.inc(sent)
 
-    async def relay(self, sender: Connection, message: protocol.Message) -> None:
+    async def receive(self, client_id: str, message: BusMessage) -> None:
+        """Act on a bus message from another process for ``client_id``."""
+        if isinstance(message, Live):
+            await self.deliver(client_id, message.sender, message.payload_json)
+        else:
+            await self.disconnect(client_id, message.code, message.reason)
+
+    async def disconnect(self, client_id: str, code: int, reason: str) -> int:
+        """Close every local connection of ``client_id`` with ``code``; how many there were."""
+        connections = tuple(self._connections.get(client_id, ()))
+        if connections:
+            logger.info("event=disconnect_ordered client=%s code=%d connections=%d", client_id, code, len(connections))
+        for connection in connections:
+            await connection.close(code, reason)
+        return len(connections)
+
+    async def relay(self, sender: Connection, message: protocol.Frame) -> None:
         """Deliver a client frame to its targets here and, over the bus, everywhere else."""
         frames: dict[str | None, str] = {}
         for target in message.targets:
@@ -195,6 +212,11 @@ def get_hub() -> Hub:
 def running_hub() -> Hub | None:
     """The hub of the running event loop if one was started, without starting one."""
     return _hubs.get(asyncio.get_running_loop())
+
+
+def local_hubs() -> list[Hub]:
+    """The hubs of this process (one per event loop that served a connection)."""
+    return list(_hubs.values())
 
 
 def local_connections() -> dict[str, int]:

@@ -1,18 +1,22 @@
 """Who may send to whom: the send policy (``RELAY_SEND_POLICY``).
 
 A policy is a callable ``(sender, target) -> bool``, or a class whose instances are;
-the setting is its dotted path. A refused target gets the error ``forbidden`` and the
-frame's other targets still get the message.
+the setting is its dotted path. It may be async. A sync policy runs in a worker
+thread (``relay.threads``), once per frame for all its targets, so it may use the ORM.
+A refused target gets the error ``forbidden`` and the frame's other targets still get
+the message.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 
+from channels.db import database_sync_to_async
 from django.utils.module_loading import import_string
 
 from relay.conf import conf
+from relay.threads import is_async
 
-SendPolicy = Callable[[str, str], bool]
+SendPolicy = Callable[[str, str], bool] | Callable[[str, str], Awaitable[bool]]
 
 
 class AllowAll:
@@ -25,7 +29,7 @@ class AllowAll:
 class SameIdOnly:
     """Clients may only send to their own id (their other devices and tabs)."""
 
-    def __call__(self, sender: str, target: str) -> bool:
+    async def __call__(self, sender: str, target: str) -> bool:  # async: no thread needed
         return sender == target
 
 
@@ -41,3 +45,14 @@ def load_policy(path: str) -> SendPolicy | None:
 def send_policy() -> SendPolicy | None:
     """The configured policy (read at access time; cached per dotted path)."""
     return load_policy(conf.RELAY_SEND_POLICY)
+
+
+async def refused_targets(policy: SendPolicy, sender: str, targets: Sequence[str]) -> list[str]:
+    """The targets of a frame that ``policy`` refuses, in order."""
+    if is_async(policy):
+        return [target for target in targets if not await policy(sender, target)]  # type: ignore[misc]
+
+    def refused() -> list[str]:
+        return [target for target in targets if not policy(sender, target)]
+
+    return await database_sync_to_async(refused)()

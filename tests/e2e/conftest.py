@@ -193,13 +193,16 @@ def site_env(**settings: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> str:
-    """A migrated SQLite database for the servers and commands (``make run`` migrates too)."""
+    """A migrated SQLite database for the servers and commands (``make run`` migrates too).
+
+    With the example chat's table, for the servers that run it (``RELAY_EXAMPLES=1``).
+    """
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'relay.sqlite3'}"
     result = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
         check=False,
         cwd=REPO,
-        env=site_env(DATABASE_URL=url),
+        env=site_env(DATABASE_URL=url, RELAY_EXAMPLES="1"),
         capture_output=True,
         text=True,
         timeout=120,

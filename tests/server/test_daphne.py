@@ -33,15 +33,17 @@ class FakeProtocol:
         self.failByDrop = True
         self.sent: list[bytes] = []
         self.closes: list[int] = []
+        self.reasons: list[bytes | None] = []
 
     def sendMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803 (autobahn's names)
         assert not isBinary
         self.sent.append(payload)
         self.transport._tempDataLen += len(payload) + 2  # a frame header, kept unsent
 
-    def sendCloseFrame(self, code: int, isReply: bool) -> None:  # noqa: N802, N803
+    def sendCloseFrame(self, code: int, reasonUtf8: bytes | None, isReply: bool) -> None:  # noqa: N802, N803
         assert not isReply
         self.closes.append(code)
+        self.reasons.append(reasonUtf8)
         self.state = self.STATE_CLOSING
 
 
@@ -89,6 +91,12 @@ def test_close_sends_rfc_codes_daphne_would_refuse(code):
     connection.close(code)
     connection.close(1000)  # closing already: not a second close frame
     assert protocol.closes == [code]
+
+
+def test_close_carries_the_reason():
+    protocol = FakeProtocol()
+    DaphneConnection(protocol).close(4000, "logged out élsewhere")
+    assert (protocol.closes, protocol.reasons) == ([4000], ["logged out élsewhere".encode()])
 
 
 def test_a_known_daphne_connection_is_used():

@@ -1,8 +1,10 @@
 """RELAY_SEND_POLICY: who may send to whom, as loaded policies and in the consumer."""
 
 import json
+import logging
 
 import pytest
+from django.contrib.auth import get_user_model
 
 import relay
 from relay.server.policies import AllowAll, SameIdOnly, load_policy, send_policy
@@ -48,8 +50,8 @@ def test_function_is_the_policy():
 
 
 @pytest.mark.parametrize(("sender", "target", "allowed"), [("a", "a", True), ("a", "b", False), ("2", "2", True)])
-def test_same_id_only(sender, target, allowed):
-    assert SameIdOnly()(sender, target) is allowed
+async def test_same_id_only(sender, target, allowed):
+    assert await SameIdOnly()(sender, target) is allowed
 
 
 def test_send_policy_reads_the_setting(settings):
@@ -97,10 +99,10 @@ async def test_forbidden_without_ref_or_subprotocol(connect, settings):
     alice_v1 = await connect("alice", V1)
     alice_raw = await connect("alice")
     await send_text(alice_v1, frame(["bob"], 1))
-    await send_text(alice_raw, frame(["bob"], 1, id="ignored-in-raw"))
+    await send_text(alice_raw, frame(["bob"], 1, id="raw-ref"))
     assert json.loads(await alice_v1.receive_from()) == forbidden("bob")
     assert json.loads(await alice_raw.receive_from()) == {
-        "error": {"code": "forbidden", "detail": "You may not send to bob."}
+        "error": {"code": "forbidden", "detail": "You may not send to bob.", "ref": "raw-ref"}
     }
     assert await alice_v1.receive_nothing(timeout=0.01)
     assert await alice_raw.receive_nothing(timeout=0)
@@ -159,3 +161,48 @@ async def test_policy_is_read_when_the_connection_opens(connect, settings):
     await send_text(later, frame(["bob"], 2))
     assert json.loads(await later.receive_from())["error"]["code"] == "forbidden"
     assert await bob.receive_nothing(timeout=0.01)
+
+
+def only_to_existing_users(sender: str, target: str) -> bool:
+    """A sync policy that reads the database (it runs in a worker thread)."""
+    return get_user_model().objects.filter(username=target).exists()
+
+
+async def only_to_even(sender: str, target: str) -> bool:
+    """An async policy: awaited, no thread."""
+    return target.isdigit() and int(target) % 2 == 0
+
+
+def broken_policy(sender: str, target: str) -> bool:
+    raise LookupError("policy bug")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_sync_policy_may_use_the_orm(connect, settings):
+    await get_user_model().objects.acreate(username="bob")
+    settings.RELAY_SEND_POLICY = "tests.server.test_policies.only_to_existing_users"
+    alice, bob = await connect("alice", V1), await connect("bob")
+    await send_text(alice, frame(["bob", "ghost"], "hi", id=1))
+    assert json.loads(await alice.receive_from()) == forbidden("ghost", 1)
+    assert await bob.receive_from() == '"hi"'
+
+
+async def test_an_async_policy_is_awaited(connect, settings):
+    settings.RELAY_SEND_POLICY = "tests.server.test_policies.only_to_even"
+    alice, two = await connect("alice", V1), await connect(2)
+    await send_text(alice, frame([2, 3], "x"))
+    assert json.loads(await alice.receive_from()) == forbidden("3")
+    assert await two.receive_from() == '"x"'
+
+
+async def test_a_failing_policy_fails_that_frame_only(connect, settings, caplog):
+    settings.RELAY_SEND_POLICY = "tests.server.test_policies.broken_policy"
+    alice, bob = await connect("alice", V1), await connect("bob")
+    caplog.clear()
+    await send_text(alice, frame(["bob"], "x", id="p"))
+    answer = json.loads(await alice.receive_from())
+    assert (answer["code"], answer["ref"]) == ("internal_error", "p")
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "kind=policy where=tests.server.test_policies.broken_policy" in record.getMessage()
+    assert "error=LookupError: policy bug" in record.getMessage()
+    assert await bob.receive_nothing(timeout=0.05)

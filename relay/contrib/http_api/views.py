@@ -75,6 +75,8 @@ async def send(request: HttpRequest) -> JsonResponse:
         return error(400, protocol.INVALID_JSON, "The body is not UTF-8 text.")
     except protocol.ProtocolError as exc:
         return error(400, exc.code, exc.detail)
+    if isinstance(message, protocol.CallFrame):
+        return error(400, protocol.INVALID_MESSAGE, "Calls are for WebSocket clients; send {targets, payload}.")
     targets = list(message.targets)
     try:
         online = await api.push(message.targets, message.payload_json)

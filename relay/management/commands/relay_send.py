@@ -5,11 +5,11 @@ import sys
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from relay import api, protocol, signals
 from relay.exceptions import LAYER_ERRORS
+from relay.management.reach import ensure_shared_layer
 
 
 class Command(BaseCommand):
@@ -31,12 +31,7 @@ class Command(BaseCommand):
             targets, payload_json = api.validate_push(options["targets"], payload)
         except protocol.ProtocolError as exc:
             raise CommandError(exc.detail) from None
-        if isinstance(get_channel_layer(), InMemoryChannelLayer):
-            raise CommandError(
-                "The channel layer is in-memory (REDIS_URL is not set), so it lives inside the "
-                "server process and this command cannot reach its clients. Set REDIS_URL for "
-                "both the server and this command, or push with relay.send() from inside the server."
-            )
+        ensure_shared_layer()
         try:
             online = async_to_sync(api.push)(targets, payload_json)
         except LAYER_ERRORS as exc:

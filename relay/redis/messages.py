@@ -1,0 +1,62 @@
+"""What travels on the bus channels, encoded and decoded (pure functions, no I/O).
+
+Each message starts with a one-letter kind and a newline:
+
+- ``d`` a live delivery: ``d\\n<node>\\n<sender>\\n<payload JSON>``; the publishing
+  process (``node``) skips its own, which it delivered to its connections already;
+- ``x`` close every connection of the channel's id: ``x\\n<code>\\n<reason>``.
+
+The sender is empty for a server push (``"from": null``).
+"""
+
+from dataclasses import dataclass
+
+LIVE = b"d"
+DISCONNECT = b"x"
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """A frame delivered to the connections of every process but the sender's."""
+
+    node: bytes
+    sender: str | None
+    payload_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Close every connection of the id with ``code`` and ``reason``."""
+
+    code: int
+    reason: str
+
+
+BusMessage = Live | Disconnect
+
+
+def live_prefix(node: bytes) -> bytes:
+    """How every live delivery from ``node`` starts."""
+    return LIVE + b"\n" + node + b"\n"
+
+
+def encode_live(node: bytes, sender: str | None, payload_json: str) -> bytes:
+    """A live delivery from ``node``."""
+    return live_prefix(node) + (sender or "").encode() + b"\n" + payload_json.encode()
+
+
+def encode_disconnect(code: int, reason: str) -> bytes:
+    """An order to close every connection of the channel's id."""
+    return b"x\n%d\n" % code + reason.encode()
+
+
+def decode(data: bytes) -> BusMessage:
+    """The message ``data`` holds; ValueError (or UnicodeDecodeError) for anything else on the channel."""
+    kind, _, rest = data.partition(b"\n")
+    if kind == LIVE:
+        node, sender, payload_json = rest.split(b"\n", 2)
+        return Live(node, sender.decode() or None, payload_json.decode())
+    if kind == DISCONNECT:
+        code, reason = rest.split(b"\n", 1)
+        return Disconnect(int(code), reason.decode())
+    raise ValueError(f"not a relay bus message: kind {kind[:10]!r}")
