@@ -9,7 +9,7 @@ what message handlers and calls into Django are written with.
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use
-    from relay.api import adisconnect, asend, disconnect, send
+    from relay.api import Sent, adisconnect, asend, disconnect, send
     from relay.calls import Call, rpc
     from relay.connections import Connection
     from relay.exceptions import Reject
@@ -21,6 +21,7 @@ _EXPORTS = {
     "asend": "relay.api",
     "disconnect": "relay.api",
     "adisconnect": "relay.api",
+    "Sent": "relay.api",
     "Message": "relay.handlers",
     "Call": "relay.calls",
     "rpc": "relay.calls",
@@ -28,7 +29,7 @@ _EXPORTS = {
     "Reject": "relay.exceptions",
 }
 
-__all__ = ["send", "asend", "disconnect", "adisconnect", "Message", "Call", "rpc", "Connection", "Reject"]
+__all__ = ["send", "asend", "disconnect", "adisconnect", "Sent", "Message", "Call", "rpc", "Connection", "Reject"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,12 +1,16 @@
-"""Pushing to clients from Django code: ``relay.send`` and ``relay.asend``.
+"""Pushing to clients from Django code: ``relay.send`` and ``relay.asend``; ``relay.disconnect``.
 
-A push is a ``relay.deliver`` event sent to the channel-layer group ``relay.<id>`` of
-each target, so it reaches every connection of that id in every relay process that
-shares the layer. Plain Channels code can send the same event itself.
+With delivery history (Redis), a push is stored in each target's stream and published
+to every relay process holding the target's connections, by the same script client
+frames go through: pushes and frames to one id share one order, and a client that
+reconnects with ``?since=`` gets the pushes it missed. Without history, a push is a
+``relay.deliver`` event sent to the channel-layer group ``relay.<id>`` of each target,
+as plain Channels code can send it itself.
 """
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -16,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from relay import presence, protocol
 from relay.conf import conf
 from relay.protocol import JSON
+from relay.redis import streams
 from relay.redis.clients import sync_client
 from relay.redis.keys import bus_channel
 from relay.redis.messages import encode_disconnect
@@ -24,6 +29,43 @@ Targets = str | int | Iterable[str | int]
 
 #: A WebSocket close frame's reason is at most 123 bytes (RFC 6455, 5.5).
 MAX_CLOSE_REASON_BYTES = 123
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a push did: who of its targets was online just before it, and where it went in each stream.
+
+    ``positions`` (and ``offsets``) are empty without delivery history. A backend can
+    tell a client "you have messages up to N" with them.
+    """
+
+    targets: tuple[str, ...]
+    online: frozenset[str]
+    positions: Mapping[str, streams.Position] = field(default_factory=dict)
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        """Per target, the offset the push got in the target's stream."""
+        return {client_id: position.offset for client_id, position in self.positions.items()}
+
+    @property
+    def offline(self) -> tuple[str, ...]:
+        """The targets that had no connection open, in order."""
+        return tuple(client_id for client_id in self.targets if client_id not in self.online)
+
+    def summary(self, listed: int = 10) -> str:
+        """The push in one plain sentence: each target, whether it was online, its offset."""
+        if len(self.targets) > listed:
+            return (
+                f"Sent to {len(self.targets)} targets: {len(self.online)} online, "
+                f"{len(self.targets) - len(self.online)} not online."
+            )
+        parts = []
+        for client_id in self.targets:
+            state = "online" if client_id in self.online else "not online"
+            position = self.positions.get(client_id)
+            parts.append(f"{client_id} ({state}" + (f", offset {position.offset})" if position else ")"))
+        return "Sent to " + ", ".join(parts) + "."
 
 
 def default_layer() -> BaseChannelLayer:
@@ -55,28 +97,33 @@ def validate_push(targets: Targets, payload: JSON) -> tuple[tuple[str, ...], str
     return ids, payload_json
 
 
-async def push(ids: tuple[str, ...], payload_json: str) -> int:
-    """Push validated JSON text to every connection of each id; return how many were online."""
-    online = len(await presence.aonline(ids))
+async def push(ids: tuple[str, ...], payload_json: str) -> Sent:
+    """Push validated JSON text to every connection of each id."""
+    online = frozenset(await presence.aonline(ids))
+    history = streams.configured()
+    if history is not None:
+        append = sync_to_async(streams.append_pushes, thread_sensitive=False)
+        client = sync_client(conf.RELAY_REDIS_URL or "")
+        return Sent(ids, online, await append(client, conf.RELAY_REDIS_PREFIX, history, ids, payload_json))
     layer = default_layer()
     event = deliver_event(payload_json)
     for client_id in ids:
         await layer.group_send(protocol.group_for(client_id), event)
-    return online
+    return Sent(ids, online)
 
 
-async def asend(targets: Targets, payload: JSON) -> int:
+async def asend(targets: Targets, payload: JSON) -> Sent:
     """Push ``payload`` to every connection of each target, from async code.
 
-    Returns how many of the targets were online (had a connection open) just before.
+    Returns who of the targets was online just before, and the push's offsets.
     """
     return await push(*validate_push(targets, payload))
 
 
-def send(targets: Targets, payload: JSON) -> int:
+def send(targets: Targets, payload: JSON) -> Sent:
     """Push ``payload`` to every connection of each target, from sync code (views, commands).
 
-    Returns how many of the targets were online (had a connection open) just before.
+    Returns who of the targets was online just before, and the push's offsets.
     """
     return async_to_sync(asend)(targets, payload)
 

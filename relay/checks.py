@@ -105,6 +105,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     errors.extend(check_metrics_access())
     errors.extend(check_identity_backends())
     errors.extend(check_channel_layer())
+    errors.extend(check_message_handlers())
+    errors.extend(check_history())
     return errors
 
 
@@ -171,6 +173,52 @@ def check_identity_backends() -> list[CheckMessage]:
                     id="relay.E020",
                 )
             )
+    return errors
+
+
+def check_message_handlers() -> list[CheckMessage]:
+    """RELAY_MESSAGE_HANDLERS must be a list of dotted paths of callables (or classes of them)."""
+    paths = conf.RELAY_MESSAGE_HANDLERS
+    hint = 'e.g. ["myapp.handlers.save_message"]: functions or classes taking a relay.Message.'
+    if not isinstance(paths, (list, tuple)):
+        return [
+            Error(f"RELAY_MESSAGE_HANDLERS must be a list of dotted paths, not {paths!r}.", hint=hint, id="relay.E021")
+        ]
+    errors: list[CheckMessage] = []
+    for path in paths:
+        try:
+            if not callable(import_string(path)):
+                raise TypeError("it is not callable")
+        except (AttributeError, ImportError, TypeError, ValueError) as exc:
+            errors.append(
+                Error(f"RELAY_MESSAGE_HANDLERS entry {path!r} is not a handler: {exc}.", hint=hint, id="relay.E021")
+            )
+    return errors
+
+
+def check_history() -> list[CheckMessage]:
+    """The RELAY_HISTORY_* settings: a flag and positive numbers, the stream outliving its entries."""
+    errors: list[CheckMessage] = []
+    if not isinstance(conf.RELAY_HISTORY, bool):
+        errors.append(Error("RELAY_HISTORY must be True or False.", id="relay.E022"))
+    size, ttl, stream_ttl = conf.RELAY_HISTORY_SIZE, conf.RELAY_HISTORY_TTL, conf.RELAY_HISTORY_STREAM_TTL
+    if not _positive_int(size) or not _positive_int(ttl) or not _positive_int(stream_ttl) or stream_ttl < ttl:
+        errors.append(
+            Error(
+                "RELAY_HISTORY_SIZE, RELAY_HISTORY_TTL and RELAY_HISTORY_STREAM_TTL must be positive integers, "
+                "the stream's TTL at least the entries' TTL.",
+                hint="e.g. RELAY_HISTORY_SIZE = 100, RELAY_HISTORY_TTL = 300, RELAY_HISTORY_STREAM_TTL = 86400.",
+                id="relay.E023",
+            )
+        )
+    if conf.RELAY_HISTORY is True and conf.RELAY_REDIS_URL is None and hasattr(settings, "RELAY_HISTORY"):
+        errors.append(
+            Warning(
+                "RELAY_HISTORY is on but there is no Redis: history needs Redis, so it is off.",
+                hint="Configure a channels_redis layer (or RELAY_REDIS_URL), or leave RELAY_HISTORY unset.",
+                id="relay.W003",
+            )
+        )
     return errors
 
 

@@ -110,6 +110,26 @@ class Settings:
         return redis_url_of_host(hosts[0])
 
     @property
+    def RELAY_HISTORY(self) -> bool:
+        """Whether deliveries are kept in a stream per client id (default: where Redis is configured)."""
+        return setting("RELAY_HISTORY", self.RELAY_REDIS_URL is not None)
+
+    @property
+    def RELAY_HISTORY_SIZE(self) -> int:
+        """How many of the last deliveries each client id's stream keeps."""
+        return setting("RELAY_HISTORY_SIZE", 100)
+
+    @property
+    def RELAY_HISTORY_TTL(self) -> int:
+        """Seconds a delivery is kept for clients that resume."""
+        return setting("RELAY_HISTORY_TTL", 300)
+
+    @property
+    def RELAY_HISTORY_STREAM_TTL(self) -> int:
+        """Seconds a stream's position (epoch and offset) outlives its last delivery."""
+        return setting("RELAY_HISTORY_STREAM_TTL", 86400)
+
+    @property
     def RELAY_REDIS_PREFIX(self) -> str:
         """Prefix of the relay's Redis keys and pub/sub channels (pub/sub ignores the db number)."""
         return setting("RELAY_REDIS_PREFIX", "relay")

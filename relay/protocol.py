@@ -65,6 +65,13 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class PingFrame:
+    """``{"type": "ping"}``: a client checking that its connection is alive (browsers cannot see WebSocket pings)."""
+
+    ref: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CallFrame:
     """A valid call into Django: ``{"call": name, "payload": ..., "id": ...}``."""
 
@@ -149,6 +156,17 @@ def frame_ref(data: dict[str, JSON]) -> str | int | None:
     return ref if isinstance(ref, (str, int)) and not isinstance(ref, bool) else None
 
 
+def peek_ref(text: str | None, max_bytes: int) -> str | int | None:
+    """The ``"id"`` of a frame that is refused before it is validated (rate limit), if it has one."""
+    if text is None or utf8_length_exceeds(text, max_bytes):
+        return None
+    try:
+        data = loads(text)
+    except ValueError:
+        return None
+    return frame_ref(data) if isinstance(data, dict) else None
+
+
 def parse_call(data: dict[str, JSON], ref: str | int | None) -> CallFrame:
     """Validate a decoded call ``{"call": name, "payload": ..., "id": ...}``."""
     name = data["call"]
@@ -164,13 +182,15 @@ def parse_call(data: dict[str, JSON], ref: str | int | None) -> CallFrame:
     return CallFrame(name=name, payload=payload, ref=ref)
 
 
-def parse_message(data: JSON, *, max_targets: int) -> Frame | CallFrame:
-    """Validate a decoded frame: ``{"targets": [...], "payload": ..., "id": ...}`` or a call."""
+def parse_message(data: JSON, *, max_targets: int) -> Frame | CallFrame | PingFrame:
+    """Validate a decoded frame: ``{"targets": [...], "payload": ..., "id": ...}``, a call, or a ping."""
     if not isinstance(data, dict):
         raise ProtocolError(INVALID_MESSAGE, "A frame must be a JSON object.")
     ref = frame_ref(data)
     if "call" in data:
         return parse_call(data, ref)
+    if data.get("type") == "ping" and "targets" not in data:
+        return PingFrame(ref)
     if "targets" not in data:
         raise ProtocolError(INVALID_MESSAGE, 'The frame has no "targets".', ref)
     if "payload" not in data:
@@ -183,7 +203,7 @@ def parse_message(data: JSON, *, max_targets: int) -> Frame | CallFrame:
     return Frame(targets=targets, payload_json=payload_json, ref=ref, payload=data["payload"])
 
 
-def parse_frame(text: str, *, max_targets: int, max_bytes: int) -> Frame | CallFrame:
+def parse_frame(text: str, *, max_targets: int, max_bytes: int) -> Frame | CallFrame | PingFrame:
     """Parse and validate one client text frame, raising ProtocolError with the code to send."""
     if utf8_length_exceeds(text, max_bytes):
         raise ProtocolError(MESSAGE_TOO_LARGE, f"A frame may be at most {max_bytes} bytes.")
@@ -194,11 +214,61 @@ def parse_frame(text: str, *, max_targets: int, max_bytes: int) -> Frame | CallF
     return parse_message(data, max_targets=max_targets)
 
 
-def encode_delivery(subprotocol: str | None, sender: str | None, payload_json: str) -> str:
-    """The server frame delivering a payload, in the connection's framing."""
-    if subprotocol == SUBPROTOCOL_V1:
+def encode_delivery(subprotocol: str | None, sender: str | None, payload_json: str, position: Any = None) -> str:
+    """The server frame delivering a payload, in the connection's framing.
+
+    In ``relay.v1``, a delivery stored in its target's stream carries ``offset`` and
+    ``epoch`` (``position``: a ``relay.redis.streams.Position``); the original framing is
+    only the payload, always.
+    """
+    if subprotocol != SUBPROTOCOL_V1:
+        return payload_json
+    if position is None:
         return f'{{"type":"message","from":{dumps(sender)},"payload":{payload_json}}}'
-    return payload_json
+    return (
+        f'{{"type":"message","from":{dumps(sender)},"offset":{position.offset},'
+        f'"epoch":{dumps(position.epoch)},"payload":{payload_json}}}'
+    )
+
+
+def encode_pong(subprotocol: str | None, ref: str | int | None) -> str:
+    """The answer to a ping, in the connection's framing."""
+    pong: dict[str, JSON] = {"type": "pong"} if ref is None else {"type": "pong", "ref": ref}
+    return dumps(pong if subprotocol == SUBPROTOCOL_V1 else {"pong": pong.get("ref")})
+
+
+def encode_ack(ref: str | int, offsets: dict[str, int]) -> str:
+    """The ``relay.v1`` frame telling a sender its frame was taken: stored at ``offsets`` per target."""
+    return dumps({"type": "ack", "ref": ref, "offsets": offsets})
+
+
+def encode_recovered(
+    recovered: bool, replayed: int, reason: str | None, epoch: str | None = None, offset: int | None = None
+) -> str:
+    """The ``relay.v1`` frame that ends a resume: how it went, and where the stream is now."""
+    frame: dict[str, JSON] = {"type": "recovered", "recovered": recovered, "replayed": replayed}
+    if reason is not None:
+        frame["reason"] = reason
+    if epoch is not None:
+        frame["epoch"], frame["offset"] = epoch, offset
+    return dumps(frame)
+
+
+#: ``?since=<epoch>:<offset>``: where a resuming client's stream stopped.
+SINCE_PATTERN = re.compile(r"([A-Za-z0-9._-]{1,64}):([0-9]{1,18})")
+
+
+def parse_since(value: str) -> tuple[str, int] | None:
+    """The (epoch, offset) of a ``since`` value; None for ``""`` (a client with no position yet).
+
+    Raises ValueError for anything else.
+    """
+    if value == "":
+        return None
+    match = SINCE_PATTERN.fullmatch(value)
+    if match is None:
+        raise ValueError(f"{value[:80]!r} is not <epoch>:<offset> (the epoch and offset of the last delivery)")
+    return match.group(1), int(match.group(2))
 
 
 def encode_error(subprotocol: str | None, code: str, detail: str, ref: Any = None) -> str:

@@ -173,6 +173,8 @@ if os.environ.get("RELAY_TOKEN_SECRET"):
     RELAY_TOKEN_SECRET = os.environ["RELAY_TOKEN_SECRET"]
 if os.environ.get("RELAY_METRICS_TOKEN"):
     RELAY_METRICS_TOKEN = os.environ["RELAY_METRICS_TOKEN"]
+if "RELAY_HISTORY" in os.environ:
+    RELAY_HISTORY = env_bool("RELAY_HISTORY", True)
 if "RELAY_RATE_LIMIT" in os.environ:
     RELAY_RATE_LIMIT = (
         None if os.environ["RELAY_RATE_LIMIT"].lower() in {"", "none", "off"} else os.environ["RELAY_RATE_LIMIT"]

@@ -1,9 +1,11 @@
 """Shared fixtures for the in-process tests: WebSocket clients, a fresh channel layer, a recording layer."""
 
 import json
+import os
 from typing import Any
 
 import pytest
+import redis
 from channels.layers import BaseChannelLayer, channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
@@ -16,6 +18,8 @@ def frame(targets: Any, payload: Any = None, **extra: Any) -> str:
     """A client frame ``{"targets": ..., "payload": ..., **extra}`` as JSON text, not ASCII-escaped."""
     return json.dumps({"targets": targets, "payload": payload, **extra}, ensure_ascii=False)
 
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # as in the Makefile
 
 LONG = "x" * (64 * 1024)
 TOO_MANY = [f"c{i}" for i in range(100)] + ["c"]
@@ -148,3 +152,19 @@ def logged_in(django_user_model, client) -> tuple[Any, tuple[bytes, bytes]]:
     client.force_login(user)
     name = django_settings.SESSION_COOKIE_NAME
     return user, (b"cookie", f"{name}={client.cookies[name].value}".encode())
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis at REDIS_URL; a test that needs it FAILS (does not skip) when none answers."""
+    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        pytest.fail(
+            f"No Redis answers at REDIS_URL={url} ({exc}). The end-to-end tests that use Redis "
+            "need one: start redis-server or set REDIS_URL. They fail rather than skip.",
+            pytrace=False,
+        )
+    return url

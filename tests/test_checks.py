@@ -137,6 +137,13 @@ def test_valid_values_pass(name, value):
         ({"CHANNEL_LAYERS": {"other": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}}, "relay.E019"),
         ({"CHANNEL_LAYERS": {"default": {}}}, "relay.E019"),
         ({"CHANNEL_LAYERS": None}, "relay.E019"),
+        ({"RELAY_MESSAGE_HANDLERS": "tests.test_handlers.shout"}, "relay.E021"),
+        ({"RELAY_MESSAGE_HANDLERS": ["tests.test_handlers.no_such"]}, "relay.E021"),
+        ({"RELAY_MESSAGE_HANDLERS": ["tests.test_handlers.HERE"]}, "relay.E021"),
+        ({"RELAY_HISTORY": "yes"}, "relay.E022"),
+        ({"RELAY_HISTORY_SIZE": 0}, "relay.E023"),
+        ({"RELAY_HISTORY_TTL": "300"}, "relay.E023"),
+        ({"RELAY_HISTORY_STREAM_TTL": 10}, "relay.E023"),
         ({"RELAY_IDENTITY_BACKENDS": []}, "relay.E020"),
         ({"RELAY_IDENTITY_BACKENDS": ()}, "relay.E020"),
         ({"RELAY_IDENTITY_BACKENDS": None}, "relay.E020"),
@@ -205,3 +212,24 @@ def test_checks_are_registered():
 def test_no_channel_layers_setting_at_all_is_an_error(settings):
     del settings.CHANNEL_LAYERS
     assert ids(check_settings()) == ["relay.E019"]
+
+
+def test_history_asked_for_without_redis_is_a_warning(settings):
+    settings.RELAY_HISTORY = True  # tests.settings: the in-memory layer
+    (warning,) = check_settings()
+    assert (warning.id, isinstance(warning, checks.Warning)) == ("relay.W003", True)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RELAY_MESSAGE_HANDLERS", []),
+        ("RELAY_MESSAGE_HANDLERS", ["tests.test_handlers.shout", "tests.test_handlers.Prefix"]),
+        ("RELAY_HISTORY", False),
+        ("RELAY_HISTORY_SIZE", 1),
+        ("RELAY_HISTORY_STREAM_TTL", 300),
+    ],
+)
+def test_site_code_and_history_settings_that_are_fine(settings, name, value):
+    setattr(settings, name, value)
+    assert check_settings() == []

@@ -8,9 +8,11 @@ from relay import protocol
 from relay.protocol import (
     CallFrame,
     Frame,
+    PingFrame,
     ProtocolError,
     encode_delivery,
     encode_error,
+    encode_pong,
     encode_reply,
     normalize_client_id,
     parse_frame,
@@ -392,3 +394,23 @@ def test_valid_error_codes(code):
 def test_invalid_error_codes(code):
     with pytest.raises(ValueError, match="is not an error code"):
         validate_error_code(code)
+
+
+# Pings
+
+
+@pytest.mark.parametrize(("text", "ref"), [('{"type": "ping"}', None), ('{"type": "ping", "id": 3}', 3)])
+def test_parse_ping(text, ref):
+    assert parse(text) == PingFrame(ref)
+
+
+def test_a_frame_with_targets_and_type_ping_is_a_message():
+    assert isinstance(parse('{"type": "ping", "targets": ["bob"], "payload": 1}'), Frame)
+
+
+@pytest.mark.parametrize(
+    ("subprotocol", "ref", "expected"),
+    [("relay.v1", None, {"type": "pong"}), ("relay.v1", "p", {"type": "pong", "ref": "p"}), (None, 4, {"pong": 4})],
+)
+def test_encode_pong(subprotocol, ref, expected):
+    assert json.loads(encode_pong(subprotocol, ref)) == expected

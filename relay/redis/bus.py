@@ -17,7 +17,7 @@ from typing import Any
 from relay.metrics import DELIVERY_LATENCY
 from relay.redis import messages
 from relay.redis.keys import bus_channel
-from relay.redis.resp import REPLY_TIMEOUT, CommandPipe, RedisLink, encode_command
+from relay.redis.resp import REPLY_TIMEOUT, CommandPipe, OnReply, RedisLink, encode_command
 
 logger = logging.getLogger(__name__)
 
@@ -112,17 +112,16 @@ class RedisBus:
             self._ping_sent = time.monotonic()
             self._subscriber.write(encode_command(b"PING"))
 
-    def publish(self, targets: Iterable[str], sender: str, payload_json: str, context: Any) -> bool:
+    def publish(self, targets: Iterable[str], sender: str, payload_json: str, on_reply: OnReply | None) -> bool:
         """Publish a frame to every target's channel; False when Redis cannot be reached now.
 
-        ``context`` is handed to the command pipe's failure callback if the frame may not
-        have reached Redis after all.
+        ``on_reply`` gets each PUBLISH's reply (or ``LINK_LOST``), one per target.
         """
         if not self._commands.connected:
             return False
         data = messages.encode_live(self._node, sender, payload_json)
         for target in targets:
-            self._commands.send(encode_command(b"PUBLISH", self._channel(target), data), context)
+            self._commands.send(encode_command(b"PUBLISH", self._channel(target), data), on_reply)
         return True
 
     def _on_message(self, reply: Any) -> None:

@@ -14,3 +14,13 @@ def node_key(prefix: str, node: str) -> str:
 def bus_channel(prefix: str, client_id: str) -> str:
     """The pub/sub channel carrying what is sent to ``client_id``, to the processes holding it."""
     return f"{prefix}:bus:{client_id}"
+
+
+def stream_key(prefix: str, client_id: str) -> str:
+    """The hash holding the position of ``client_id``'s stream: its epoch and its last offset."""
+    return f"{prefix}:stream:{client_id}"
+
+
+def history_key(prefix: str, client_id: str) -> str:
+    """The list of the last entries of ``client_id``'s stream, oldest first."""
+    return f"{prefix}:history:{client_id}"

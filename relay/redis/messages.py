@@ -12,6 +12,7 @@ The sender is empty for a server push (``"from": null``).
 from dataclasses import dataclass
 
 LIVE = b"d"
+STORED = b"h"
 DISCONNECT = b"x"
 
 
@@ -25,6 +26,16 @@ class Live:
 
 
 @dataclass(frozen=True, slots=True)
+class Stored:
+    """A delivery at ``offset`` of the id's stream in ``epoch``."""
+
+    epoch: str
+    offset: int
+    sender: str | None
+    payload_json: str
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnect:
     """Close every connection of the id with ``code`` and ``reason``."""
 
@@ -32,7 +43,7 @@ class Disconnect:
     reason: str
 
 
-BusMessage = Live | Disconnect
+BusMessage = Live | Stored | Disconnect
 
 
 def live_prefix(node: bytes) -> bytes:
@@ -56,6 +67,9 @@ def decode(data: bytes) -> BusMessage:
     if kind == LIVE:
         node, sender, payload_json = rest.split(b"\n", 2)
         return Live(node, sender.decode() or None, payload_json.decode())
+    if kind == STORED:
+        epoch, offset, sender, payload_json = rest.split(b"\n", 3)
+        return Stored(epoch.decode(), int(offset), sender.decode() or None, payload_json.decode())
     if kind == DISCONNECT:
         code, reason = rest.split(b"\n", 1)
         return Disconnect(int(code), reason.decode())

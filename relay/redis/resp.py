@@ -182,20 +182,27 @@ class RedisLink:
             self._protocol.transport.close()  # type: ignore[union-attr]
 
 
-class CommandPipe:
-    """Fire-and-forget commands: written once per event-loop turn, replies matched in order.
+#: What a command's reply callback gets when its reply will never come (the link went down).
+LINK_LOST = hiredis.ReplyError("the connection to Redis was lost before the reply")
 
-    Each command carries a context; ``on_failure(context)`` is called for a command
-    Redis refused, or that may not have reached Redis because the link went down.
-    A context of None means nobody needs to hear about a failure.
+#: Called with a command's reply: its value, a ``hiredis.ReplyError``, or ``LINK_LOST``.
+OnReply = Callable[[Any], None]
+
+
+class CommandPipe:
+    """Commands written once per event-loop turn, replies matched in order.
+
+    Each command may carry a callback, called with its reply (a value, a
+    ``hiredis.ReplyError`` Redis answered, or ``LINK_LOST`` when the link went down
+    before the reply): there is no task or future per command. Without a callback,
+    nobody needs to hear how the command went.
     """
 
-    def __init__(self, url: str, on_failure: Callable[[Any], None]) -> None:
+    def __init__(self, url: str) -> None:
         self.link = RedisLink(url, "commands", self._on_reply)
         self.link.on_down(self._fail_in_flight)
-        self._on_failure = on_failure
         self._outgoing: list[bytes] = []
-        self._in_flight: deque[Any] = deque()
+        self._in_flight: deque[OnReply | None] = deque()
         #: When the oldest command still waiting for its reply was queued (None: none waits).
         self._waiting_since: float | None = None
         self._flush_scheduled = False
@@ -206,10 +213,10 @@ class CommandPipe:
         """Whether commands can be sent now."""
         return self.link.connected
 
-    def send(self, command: bytes, context: Any = None) -> None:
+    def send(self, command: bytes, on_reply: OnReply | None = None) -> None:
         """Queue an encoded command; the caller checks ``connected`` first."""
         self._outgoing.append(command)
-        self._in_flight.append(context)
+        self._in_flight.append(on_reply)
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
         if not self._flush_scheduled:
@@ -228,24 +235,22 @@ class CommandPipe:
         if not self._in_flight:  # e.g. "-ERR max number of clients reached" before any command
             logger.warning("redis %s: unexpected reply: %r", self.link.name, reply)
             return
-        context = self._in_flight.popleft()
+        on_reply = self._in_flight.popleft()
         # Replies come in order: the next command waits since about now at the latest.
         self._waiting_since = time.monotonic() if self._in_flight else None
         if isinstance(reply, hiredis.ReplyError):
             logger.warning("redis: command refused: %s", reply)
-            if context is not None:
-                self._on_failure(context)
+        if on_reply is not None:
+            on_reply(reply)
 
     def _fail_in_flight(self) -> None:
-        # A frame to many targets queues the same context once per target: report it once.
-        previous = None
-        while self._in_flight:
-            context = self._in_flight.popleft()
-            if context is not None and context is not previous:
-                self._on_failure(context)
-            previous = context
+        in_flight = self._in_flight
+        self._in_flight = deque()
         self._outgoing.clear()
         self._waiting_since = None
+        for on_reply in in_flight:
+            if on_reply is not None:
+                on_reply(LINK_LOST)
 
     async def _watch(self) -> None:
         """Drop a link whose Redis stopped answering, so senders hear ``unavailable``."""

@@ -1,5 +1,6 @@
 """The WebSocket consumer: one per connection, turning socket events into hub calls."""
 
+import asyncio
 import logging
 import time
 import uuid
@@ -12,13 +13,15 @@ from channels.layers import get_channel_layer
 from relay import calls, metrics, protocol, signals
 from relay.conf import conf
 from relay.connections import Connection
-from relay.exceptions import Reject
+from relay.exceptions import Refused, Reject
 from relay.handlers import HandlerError, Message, load_handlers, run_handlers
 from relay.identity.handshake import client_address, record_refusal
+from relay.redis import streams
 from relay.server.daphne import asgi_close_code, server_connection
 from relay.server.hub import get_hub
 from relay.server.membership import GroupMembership
 from relay.server.policies import refused_targets, send_policy
+from relay.server.resume import requested_resume
 from relay.server.throttling import bucket_for
 
 if TYPE_CHECKING:
@@ -70,14 +73,22 @@ class RelayConsumer(AsyncConsumer):
         self.connection = server_connection(send)
         self.close_code: int | None = None  # set when the relay closes the connection
         self.in_hub = False
+        self.posting: set[asyncio.Task[None]] = set()  # frames sent from sync code, under servers other than daphne
+        # While a resume replays what the client missed: the live deliveries that arrive meanwhile.
+        self.held: list[tuple[str, streams.Position | None]] | None = None
 
         if (await receive())["type"] != "websocket.connect":
             return
         if self.hub.draining:
-            record_refusal(scope, "draining", "the process is shutting down")
-            # asgiref.typing requires keys that ASGI makes optional (code, reason): django/asgiref#460.
-            await self.base_send({"type": "websocket.close"})  # type: ignore[misc, arg-type]
+            await self.refuse_handshake(Refused("draining", "the process is shutting down"))
             return
+        try:
+            resume = requested_resume(scope, self.subprotocol)
+        except Refused as refusal:
+            await self.refuse_handshake(refusal)
+            return
+        if resume is not None and self.hub.history is not None:
+            self.held = []
         layer = get_channel_layer(self.channel_layer_alias)
         membership = (
             GroupMembership(layer, protocol.group_for(self.client_id), self.handle_layer_event, self.hub.redis_up)
@@ -103,6 +114,8 @@ class RelayConsumer(AsyncConsumer):
                 self.subprotocol,
                 client_address(scope),
             )
+            if resume is not None:
+                await self.resume(resume.since)
             await signals.send_robustly(signals.client_connected, connection=self.info)
             code = await self.receive_frames(receive)
         finally:
@@ -130,6 +143,54 @@ class RelayConsumer(AsyncConsumer):
             )
         if self.in_hub:
             self.leave_hub()
+
+    async def refuse_handshake(self, refusal: Refused) -> None:
+        """Answer the handshake with HTTP 403 (a close before accept), logged and counted."""
+        record_refusal(self.scope, refusal.reason, refusal.detail)
+        # asgiref.typing requires keys that ASGI makes optional (code, reason): django/asgiref#460.
+        await self.base_send({"type": "websocket.close"})  # type: ignore[misc, arg-type]
+
+    async def resume(self, since: streams.Position | None) -> None:
+        """Replay what the client missed after ``since``, then say how it went, then go live.
+
+        Deliveries that arrive meanwhile were held (``self.held``); those the replay or the
+        position already covers are dropped, so nothing is missed and nothing doubled.
+        """
+        history = self.hub.history
+        if history is None:
+            await self.send_text(protocol.encode_recovered(False, 0, "history_off"))
+            return
+        try:
+            stream = await history.read(self.client_id)
+        except ConnectionError as exc:
+            logger.warning("event=resume_failed client=%s error=%s", self.client_id, exc)
+            await self.send_text(protocol.encode_recovered(False, 0, "unavailable"))
+            await self.release_held(None)
+            return
+        recovery = streams.recover(since, stream, history.settings.ttl)
+        for entry in recovery.entries:
+            position = streams.Position(stream.position.epoch, entry.offset)
+            await self.send_text(protocol.encode_delivery(self.subprotocol, entry.sender, entry.payload_json, position))
+        metrics.DELIVERIES.inc(len(recovery.entries))
+        current = stream.position
+        await self.send_text(
+            protocol.encode_recovered(
+                recovery.recovered, len(recovery.entries), recovery.reason, current.epoch, current.offset
+            )
+        )
+        await self.release_held(current)
+
+    async def release_held(self, covered: streams.Position | None) -> None:
+        """Send the deliveries held during a resume, but those at or before ``covered``; then go live."""
+        held, self.held = self.held or [], None
+        for text, position in held:
+            if (
+                covered is None
+                or position is None
+                or position.epoch != covered.epoch
+                or position.offset > covered.offset
+            ):
+                await self.send_text(text)
 
     async def accept(self) -> None:
         """Complete the handshake, with the subprotocol the client asked for if we speak it."""
@@ -174,10 +235,10 @@ class RelayConsumer(AsyncConsumer):
             return
         received = time.perf_counter()
         metrics.FRAMES_RECEIVED.inc()
-        if self.bucket is not None and not self.bucket.allow():
-            await self.refuse_over_limit()
-            return
         text = message.get("text")
+        if self.bucket is not None and not self.bucket.allow():
+            await self.refuse_over_limit(protocol.peek_ref(text, self.max_message_bytes))
+            return
         if text is None:
             await self.refuse(protocol.ProtocolError(protocol.BINARY_NOT_SUPPORTED, "Send JSON in text frames."))
             return
@@ -189,10 +250,14 @@ class RelayConsumer(AsyncConsumer):
         if isinstance(frame, protocol.CallFrame):
             await self.answer_call(frame)
             return
+        if isinstance(frame, protocol.PingFrame):
+            await self.send_text(protocol.encode_pong(self.subprotocol, frame.ref))
+            return
         relayed = await self.apply_site_code(frame)
         if relayed is not None:
             await self.hub.relay(self, relayed)
-            metrics.DELIVERY_LATENCY.observe(time.perf_counter() - received)
+            if self.hub.history is None:  # handed to this process's sockets already (with history: from Redis)
+                metrics.DELIVERY_LATENCY.observe(time.perf_counter() - received)
 
     async def apply_site_code(self, frame: protocol.Frame) -> protocol.Frame | None:
         """The frame after the send policy and the message handlers; None if nothing is left to relay.
@@ -272,7 +337,7 @@ class RelayConsumer(AsyncConsumer):
         )
         await self.send_error(protocol.INTERNAL_ERROR, INTERNAL_ERROR_DETAIL, ref)
 
-    async def refuse_over_limit(self) -> None:
+    async def refuse_over_limit(self, ref: str | int | None) -> None:
         """Refuse a frame over the rate limit; close with 1008 a client that keeps going."""
         assert self.bucket is not None  # called only when the bucket refused a frame
         if self.bucket.refused_in_a_row > self.close_after_refusals:
@@ -284,36 +349,65 @@ class RelayConsumer(AsyncConsumer):
         error = protocol.ProtocolError(
             protocol.RATE_LIMITED,
             f"Over the rate limit of {self.rate_limit}: retry in {self.bucket.wait():.2f} s.",
+            ref,
         )
         if self.bucket.refused_in_a_row == 1:
             await self.refuse(error)  # logs once per run of refusals, not once per frame
         else:
-            await self.send_error(error.code, error.detail)
+            await self.send_error(error.code, error.detail, ref)
 
     async def refuse(self, error: protocol.ProtocolError) -> None:
         """Answer a bad frame with its error; the connection stays open."""
         logger.info("event=frame_refused client=%s code=%s", self.client_id, error.code)
         await self.send_error(error.code, error.detail, error.ref)
 
+    async def deliver(self, text: str, position: streams.Position | None) -> None:
+        """Send one delivery to the client, or hold it while a resume replays what came before."""
+        if self.held is not None:
+            self.held.append((text, position))
+            return
+        await self.send_text(text)
+
     async def send_text(self, text: str) -> None:
         """Send one text frame to the client; close a client that stopped reading."""
-        if self.close_code is not None:
-            return
         if self.connection is None:
-            # asgiref.typing requires "bytes", which ASGI makes optional (django/asgiref#460).
-            await self.base_send({"type": "websocket.send", "text": text})  # type: ignore[arg-type]
+            if self.close_code is None:
+                # asgiref.typing requires "bytes", which ASGI makes optional (django/asgiref#460).
+                await self.base_send({"type": "websocket.send", "text": text})  # type: ignore[arg-type]
+            return
+        self.send_to_daphne(text)
+
+    def send_to_daphne(self, text: str) -> None:
+        """Send one text frame straight to daphne's socket; close a client that stopped reading."""
+        assert self.connection is not None  # only under daphne
+        if self.close_code is not None:
             return
         unsent = self.connection.send(text)  # None: the socket is closing, nothing was sent
         if unsent is not None and unsent > self.max_pending_bytes:
             logger.warning(
                 "event=close client=%s code=1013 reason=%s", self.client_id, "not reading: send buffer over the limit"
             )
-            await self.close(protocol.CLOSE_TRY_AGAIN_LATER)
+            self.close_code = protocol.CLOSE_TRY_AGAIN_LATER
+            self.connection.close(protocol.CLOSE_TRY_AGAIN_LATER)
+
+    def post_text(self, text: str) -> None:
+        """Send one frame from sync code (a Redis reply callback): at once under daphne, else in a task."""
+        if self.connection is not None:
+            self.send_to_daphne(text)
+            return
+        task = asyncio.get_running_loop().create_task(self.send_text(text))
+        self.posting.add(task)  # referenced until done
+        task.add_done_callback(self.posting.discard)
 
     async def send_error(self, code: str, detail: str, ref: Any = None) -> None:
         """Send an error frame to the client."""
         metrics.ERRORS.labels(code).inc()
         await self.send_text(protocol.encode_error(self.subprotocol, code, detail, ref))
+
+    def post_error(self, code: str, detail: str, ref: Any = None) -> None:
+        """Send an error frame from sync code."""
+        metrics.ERRORS.labels(code).inc()
+        self.post_text(protocol.encode_error(self.subprotocol, code, detail, ref))
 
     async def handle_layer_event(self, event: dict[str, Any]) -> None:
         """Handle a channel-layer event (a server push) addressed to this connection.

@@ -1,8 +1,10 @@
 """The hub: this process's connections by client id, and relaying frames to them.
 
-A client frame is delivered straight to the target's connections in this process and
-published on the bus for the connections in other processes. Server pushes take the
-channel layer instead (``relay.api``), so plain Channels code can push too.
+With delivery history (Redis, ``RELAY_HISTORY``), a client frame is stored in each
+target's stream by a script that also publishes it on the bus, and every process holding
+a target's connections delivers it from there, the sender's own too: so each connection
+sees its stream's order. Without history, a frame is delivered straight to the target's
+connections in this process and published on the bus for the other processes.
 """
 
 import asyncio
@@ -14,15 +16,25 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import hiredis
+
 from relay import metrics, protocol
 from relay.conf import conf
+from relay.redis import streams
 from relay.redis.bus import RedisBus
-from relay.redis.messages import BusMessage, Live
+from relay.redis.history import History
+from relay.redis.messages import BusMessage, Live, Stored
 from relay.redis.presence_writer import PresenceWriter
 from relay.redis.resp import CommandPipe
 from relay.server import shutdown
 
 logger = logging.getLogger(__name__)
+
+
+#: What a sender hears when its frame could not be passed on.
+NOT_RELAYED = "The relay cannot reach Redis now; the message was not delivered. Send it again later."
+RELAYED_HERE_ONLY = "The relay cannot reach its other processes now; the message reached this process only."
+MAYBE_LOST = "The relay lost its connection to Redis; the message may not have been delivered."
 
 
 class Connection(Protocol):
@@ -31,14 +43,71 @@ class Connection(Protocol):
     client_id: str
     subprotocol: str | None
 
-    async def send_text(self, text: str) -> None:
-        """Send one text frame to the client."""
+    async def deliver(self, text: str, position: streams.Position | None) -> None:
+        """Send one delivery frame to the client; ``position`` is its place in the stream."""
 
-    async def send_error(self, code: str, detail: str, ref: Any = None) -> None:
-        """Send an error frame to the client."""
+    async def send_text(self, text: str) -> None:
+        """Send one frame to the client."""
+
+    def post_text(self, text: str) -> None:
+        """Send one frame from sync code (a Redis reply), without waiting."""
+
+    def post_error(self, code: str, detail: str, ref: Any = None) -> None:
+        """Send an error frame from sync code, without waiting."""
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close the connection from the server side."""
+
+
+class FrameOutcome:
+    """One client frame on its way through Redis: the ack or ``unavailable`` once every target answered.
+
+    The ack (``relay.v1`` frames with an ``id``) comes when every target's stream holds
+    the frame (with history) or every PUBLISH was taken (without); the first failure
+    sends ``unavailable`` instead, once.
+    """
+
+    __slots__ = ("sender", "ref", "acked", "waiting", "offsets", "failed")
+
+    def __init__(self, sender: Connection, ref: str | int | None, targets: int) -> None:
+        self.sender = sender
+        self.ref = ref
+        self.acked = ref is not None and sender.subprotocol == protocol.SUBPROTOCOL_V1
+        self.waiting = targets
+        self.offsets: dict[str, int] = {}
+        self.failed = False
+
+    def stored(self, target: str) -> Callable[[Any], None]:
+        """The reply callback of the append to ``target``'s stream."""
+
+        def on_reply(reply: Any) -> None:
+            if isinstance(reply, hiredis.ReplyError):
+                self.fail()
+                return
+            self.offsets[target] = streams.position_of(reply).offset
+            self.answered()
+
+        return on_reply
+
+    def published(self, reply: Any) -> None:
+        """The reply callback of a PUBLISH (no history)."""
+        if isinstance(reply, hiredis.ReplyError):
+            self.fail()
+        else:
+            self.answered()
+
+    def answered(self) -> None:
+        """One target more took the frame; the ack once all did."""
+        self.waiting -= 1
+        if self.waiting == 0 and self.acked and not self.failed:
+            assert self.ref is not None  # acked only with a ref
+            self.sender.post_text(protocol.encode_ack(self.ref, self.offsets))
+
+    def fail(self) -> None:
+        """A target's Redis refused or lost the frame: ``unavailable``, once per frame."""
+        if not self.failed:
+            self.failed = True
+            self.sender.post_error(protocol.UNAVAILABLE, MAYBE_LOST, self.ref)
 
 
 def node_name() -> str:
@@ -49,7 +118,7 @@ def node_name() -> str:
 class Hub:
     """The connections of one process, grouped by client id."""
 
-    def __init__(self, redis_url: str | None, redis_prefix: str) -> None:
+    def __init__(self, redis_url: str | None, redis_prefix: str, history: streams.Settings | None = None) -> None:
         self.node = node_name()
         # Open connections, delivered to; and how many connections (open or still in
         # their handshake) hold each id's bus subscription.
@@ -57,12 +126,15 @@ class Hub:
         self._members: dict[str, int] = {}
         #: Set on shutdown: new handshakes are refused, open connections are being closed.
         self.draining = False
-        self._tasks: set[asyncio.Task[None]] = set()
         self._commands = self._bus = self._presence = None
+        #: The clients' streams; None without delivery history.
+        self.history: History | None = None
         if redis_url:
-            self._commands = CommandPipe(redis_url, self._relay_failed)
+            self._commands = CommandPipe(redis_url)
             self._bus = RedisBus(redis_url, redis_prefix, self.node, self._commands, self.receive)
             self._presence = PresenceWriter(self._commands, redis_prefix, self.node, self.local_connections)
+            if history is not None:
+                self.history = History(self._commands, redis_prefix, history)
 
     async def join(self, connection: Connection, accept: Callable[[], Awaitable[None]]) -> None:
         """Subscribe to the connection's frames, ``accept()`` it, then start delivering to it.
@@ -116,9 +188,14 @@ class Hub:
         return {client_id: len(connections) for client_id, connections in self._connections.copy().items()}
 
     async def deliver(
-        self, target: str, sender: str | None, payload_json: str, frames: dict[str | None, str] | None = None
+        self,
+        target: str,
+        sender: str | None,
+        payload_json: str,
+        position: streams.Position | None = None,
+        frames: dict[str | None, str] | None = None,
     ) -> None:
-        """Send a payload to every local connection of ``target``.
+        """Send a payload to every local connection of ``target``, at ``position`` of its stream if stored.
 
         ``frames`` caches the encoded frame per framing; pass one dict for all the
         targets of a frame, so each framing is encoded once.
@@ -133,9 +210,9 @@ class Hub:
             subprotocol = connection.subprotocol
             frame = frames.get(subprotocol)
             if frame is None:
-                frame = frames[subprotocol] = protocol.encode_delivery(subprotocol, sender, payload_json)
+                frame = frames[subprotocol] = protocol.encode_delivery(subprotocol, sender, payload_json, position)
             try:
-                await connection.send_text(frame)
+                await connection.deliver(frame, position)
             except Exception as exc:  # one receiver's failure must never reach its sender
                 logger.warning("event=send_failed client=%s error=%r", connection.client_id, exc)
             else:
@@ -143,8 +220,11 @@ class Hub:
         metrics.DELIVERIES.inc(sent)
 
     async def receive(self, client_id: str, message: BusMessage) -> None:
-        """Act on a bus message from another process for ``client_id``."""
-        if isinstance(message, Live):
+        """Act on a bus message for ``client_id``."""
+        if isinstance(message, Stored):
+            position = streams.Position(message.epoch, message.offset)
+            await self.deliver(client_id, message.sender, message.payload_json, position)
+        elif isinstance(message, Live):
             await self.deliver(client_id, message.sender, message.payload_json)
         else:
             await self.disconnect(client_id, message.code, message.reason)
@@ -158,26 +238,31 @@ class Hub:
             await connection.close(code, reason)
         return len(connections)
 
-    async def relay(self, sender: Connection, message: protocol.Frame) -> None:
-        """Deliver a client frame to its targets here and, over the bus, everywhere else."""
+    async def relay(self, sender: Connection, frame: protocol.Frame) -> None:
+        """Pass a client frame on to its targets, here and in every other process; ack or ``unavailable``."""
+        if self.history is not None:
+            self.store(sender, frame)
+            return
         frames: dict[str | None, str] = {}
-        for target in message.targets:
-            await self.deliver(target, sender.client_id, message.payload_json, frames)
-        if self._bus is not None and not self._bus.publish(
-            message.targets, sender.client_id, message.payload_json, (sender, message.ref)
-        ):
-            await sender.send_error(
-                protocol.UNAVAILABLE,
-                "The relay cannot reach its other processes now; the message reached this process only.",
-                message.ref,
-            )
+        for target in frame.targets:
+            await self.deliver(target, sender.client_id, frame.payload_json, None, frames)
+        if self._bus is None:  # one process: delivered already
+            if frame.ref is not None and sender.subprotocol == protocol.SUBPROTOCOL_V1:
+                await sender.send_text(protocol.encode_ack(frame.ref, {}))
+            return
+        outcome = FrameOutcome(sender, frame.ref, len(frame.targets))
+        if not self._bus.publish(frame.targets, sender.client_id, frame.payload_json, outcome.published):
+            sender.post_error(protocol.UNAVAILABLE, RELAYED_HERE_ONLY, frame.ref)
 
-    def _relay_failed(self, context: tuple[Connection, Any]) -> None:
-        sender, ref = context
-        detail = "The relay lost its connection to its other processes; the message may not have reached them."
-        task = asyncio.get_running_loop().create_task(sender.send_error(protocol.UNAVAILABLE, detail, ref))
-        self._tasks.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._tasks.discard)
+    def store(self, sender: Connection, frame: protocol.Frame) -> None:
+        """With history: append the frame to each target's stream; Redis publishes it to every process."""
+        assert self.history is not None and self._commands is not None  # called only with history
+        if not self._commands.connected:
+            sender.post_error(protocol.UNAVAILABLE, NOT_RELAYED, frame.ref)
+            return
+        outcome = FrameOutcome(sender, frame.ref, len(frame.targets))
+        for target in frame.targets:
+            self.history.append(target, sender.client_id, frame.payload_json, outcome.stored(target))
 
     async def drain(self, code: int, timeout: float) -> None:
         """Refuse new handshakes, close every connection with ``code``, wait for them to go."""
@@ -204,7 +289,7 @@ def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = Hub(conf.RELAY_REDIS_URL, conf.RELAY_REDIS_PREFIX)
+        hub = _hubs[loop] = Hub(conf.RELAY_REDIS_URL, conf.RELAY_REDIS_PREFIX, streams.configured())
         shutdown.install(hub)
     return hub
 

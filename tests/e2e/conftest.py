@@ -29,7 +29,6 @@ from websockets.sync.client import connect as sync_ws_connect
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's bin: pytest runs as .venv/bin/python -m pytest
 DAPHNE = BIN / "daphne" if (BIN / "daphne").exists() else REPO / ".venv" / "bin" / "daphne"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 TEST_SECRET = "e2e-tests-only-secret-key-long-enough-for-hs256-signing"
 SUBPROTOCOL_V1 = "relay.v1"
 START_TIMEOUT = 20.0
@@ -40,25 +39,6 @@ REDIS_KEY_PREFIX = os.environ.get("REDIS_PREFIX") or "relay"
 
 # Environment that would change what the site does; each server gets exactly what it needs.
 _SITE_ENV = ("DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "REDIS_URL", "DATABASE_URL")
-
-
-# --- Redis: fail, never skip -------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The Redis at REDIS_URL; a test that needs it FAILS (does not skip) when none answers."""
-    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    try:
-        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
-            client.ping()
-    except (redis.RedisError, OSError, ValueError) as exc:
-        pytest.fail(
-            f"No Redis answers at REDIS_URL={url} ({exc}). The end-to-end tests that use Redis "
-            "need one: start redis-server or set REDIS_URL. They fail rather than skip.",
-            pytrace=False,
-        )
-    return url
 
 
 # --- daphne servers --------------------------------------------------------------------
@@ -298,11 +278,31 @@ def numeric_id() -> int:
 
 
 class Client:
-    """A WebSocket client of the relay: send JSON, receive with a timeout."""
+    """A WebSocket client of the relay: send JSON, receive with a timeout.
+
+    ``recv_json`` and ``recv_many`` take the stream position (``offset``, ``epoch``) off
+    each ``relay.v1`` delivery and keep it in ``positions``, checking on the way that a
+    connection's deliveries follow each other in its stream without a gap. Tests that
+    assert on positions read ``positions`` (or ``recv_text``, which leaves frames as
+    they came); a test where gaps are expected (Redis taken away) sets ``gapless = False``.
+    """
 
     def __init__(self, ws: ClientConnection, client_id: str) -> None:
         self.ws = ws
         self.client_id = client_id
+        self.positions: list[tuple[str, int]] = []
+        self.gapless = True
+
+    def take_position(self, frame: Any) -> Any:
+        """``frame`` without its stream position, which goes to ``positions`` (checked for gaps)."""
+        if not (isinstance(frame, dict) and frame.get("type") == "message" and "offset" in frame):
+            return frame
+        frame = dict(frame)
+        position = (frame.pop("epoch"), frame.pop("offset"))
+        if self.gapless and self.positions and self.positions[-1][0] == position[0]:
+            assert position[1] == self.positions[-1][1] + 1, f"{self}: offset {position} after {self.positions[-1]}"
+        self.positions.append(position)
+        return frame
 
     def __repr__(self) -> str:
         return f"<Client {self.client_id} subprotocol={self.subprotocol}>"
@@ -330,13 +330,14 @@ class Client:
         return frame
 
     async def recv_json(self, timeout: float = RECV_TIMEOUT) -> Any:
-        return json.loads(await self.recv_text(timeout))
+        """The next frame as JSON, a delivery's stream position taken off."""
+        return self.take_position(json.loads(await self.recv_text(timeout)))
 
     async def recv_many(self, count: int, timeout: float = RECV_TIMEOUT) -> list[Any]:
         """The next ``count`` frames as JSON, all within ``timeout`` seconds."""
 
         async def collect() -> list[Any]:
-            return [json.loads(await self.ws.recv()) for _ in range(count)]
+            return [self.take_position(json.loads(await self.ws.recv())) for _ in range(count)]
 
         try:
             return await asyncio.wait_for(collect(), timeout)
@@ -384,16 +385,17 @@ def open_ws(
 
 @pytest.fixture
 async def connect():
-    """Factory: ``await connect(server, client_id, subprotocol="relay.v1", path="/ws")``.
+    """Factory: ``await connect(server, client_id, subprotocol="relay.v1", path="/ws", query="since=...")``.
 
-    Every client it opens is closed after the test.
+    ``query`` adds query parameters after ``id=``. Every client it opens is closed after the test.
     """
     clients: list[Client] = []
 
     async def _connect(
-        server: Server, client_id: str | int, *, subprotocol: str | None = None, path: str = "/ws"
+        server: Server, client_id: str | int, *, subprotocol: str | None = None, path: str = "/ws", query: str = ""
     ) -> Client:
-        ws = await open_ws(server, f"id={client_id}", path=path, subprotocols=[subprotocol] if subprotocol else None)
+        full_query = f"id={client_id}" + (f"&{query}" if query else "")
+        ws = await open_ws(server, full_query, path=path, subprotocols=[subprotocol] if subprotocol else None)
         client = Client(ws, str(client_id))
         clients.append(client)
         return client

@@ -92,7 +92,10 @@ async def test_staff_with_the_permission_sends_to_clients(server, connect, uid):
 
     assert answer["status"] == 302
     assert answer["location"] == SEND_PATH
-    assert answer["messages"] == ["Sent to 3 target(s); 2 online."]
+    assert answer["messages"] == [
+        f"Sent to {raw.client_id} (online, offset 1), {enveloped.client_id} (online, offset 1), "
+        f"{offline} (not online, offset 1)."
+    ]
     assert await raw.recv_json() == payload
     assert await enveloped.recv_json() == {"type": "message", "from": None, "payload": payload}
     await assert_all_silent([raw, enveloped, bystander])
@@ -121,7 +124,7 @@ async def test_superuser_sends_too(server, connect, uid):
     assert form["status"] == 200
     assert 'name="targets"' in form["html"] and 'name="payload"' in form["html"]
     assert answer["status"] == 302
-    assert answer["messages"] == ["Sent to 1 target(s); 1 online."]
+    assert answer["messages"] == [f"Sent to {client.client_id} (online, offset 1)."]
     assert await client.recv_json() == "hello"
     assert len(audit_entries(server, username)) == 1
 

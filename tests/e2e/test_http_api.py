@@ -158,7 +158,12 @@ async def test_send_reaches_clients_on_both_processes(server, server_b, api_key,
     response = await api_send(server, api_key, {"targets": targets, "payload": payload})
 
     assert response.status == 202
-    assert response.json == {"targets": 4, "online": 3}  # duplicates once; ``offline`` has no connection
+    # Duplicates once; ``offline`` has no connection; each target's stream got the push.
+    assert response.json == {
+        "targets": 4,
+        "online": 3,
+        "offsets": {on_a.client_id: 1, on_b.client_id: 1, both_a.client_id: 1, offline: 1},
+    }
     assert await on_a.recv_json() == payload
     assert await on_b.recv_json() == {"type": "message", "from": None, "payload": payload}
     assert await both_a.recv_json() == payload
@@ -182,7 +187,7 @@ async def test_send_through_the_other_process(server, server_b, api_key, key_nam
     response = await api_send(server_b, api_key, {"targets": [client.client_id, numeric], "payload": None})
 
     assert response.status == 202
-    assert response.json == {"targets": 2, "online": 2}
+    assert response.json == {"targets": 2, "online": 2, "offsets": {client.client_id: 1, str(numeric): 1}}
     assert await client.recv_text() == "null"
     assert await by_number.recv_text() == "null"
     entries = audit_entries(server, f"api key {key_name}")
@@ -362,5 +367,8 @@ async def test_integers_beyond_64_bits_are_pushed_like_any_json(server, api_key,
     client = await connect(server, uid("big"))
     body = f'{{"targets": ["{client.client_id}"], "payload": [123456789012345678901234567890, -1]}}'
     response = await api_send(server, api_key, body)
-    assert (response.status, json.loads(response.body)) == (202, {"targets": 1, "online": 1})
+    assert (response.status, json.loads(response.body)) == (
+        202,
+        {"targets": 1, "online": 1, "offsets": {client.client_id: 1}},
+    )
     assert await client.recv_text() == "[123456789012345678901234567890,-1]"

@@ -118,7 +118,10 @@ def test_wheel_installs_into_an_existing_site_and_relays(wheel, tmp_path, python
                 headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
             )
             with urllib.request.urlopen(request, timeout=5) as response:
-                assert (response.status, json.loads(response.read())) == (202, {"targets": 1, "online": 1})
+                assert (response.status, json.loads(response.read())) == (
+                    202,
+                    {"targets": 1, "online": 1, "offsets": {}},
+                )
             assert alice.recv(timeout=5) == "[1,2]"
     finally:
         server.terminate()

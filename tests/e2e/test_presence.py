@@ -128,7 +128,9 @@ async def test_relay_send_reports_targets_and_online(a, b, api_key, connect, uid
     result = await run_relay_send(b, on_a, on_b, offline, on_a, "--payload", '{"n": 1}')
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"Sent to 3 target(s), 2 online: {on_a}, {on_b}, {offline}"
+    assert result.stdout.strip() == (
+        f"Sent to {on_a} (online, offset 1), {on_b} (online, offset 1), {offline} (not online, offset 1)."
+    )
     assert await client_a.recv_json() == {"n": 1}
     assert await client_b.recv_json() == {"n": 1}
 

@@ -120,5 +120,6 @@ async def test_a_send_policy_reading_the_database_closes_no_one(start_server, co
             "detail": f"You may not send to {ghost}.",
             "ref": i,
         }
+        assert await alice.recv_json() == {"type": "ack", "ref": i, "offsets": {bob_name: i + 1}}
         assert await bob.recv_json() == i
     assert not server.events("disconnect", client=alice.client_id)

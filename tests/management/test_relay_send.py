@@ -30,7 +30,7 @@ def test_sends_to_every_target_and_records_it(recording_layer, monkeypatch):
     monkeypatch.setattr("sys.stdin", UnreadableStdin())
     output = relay_send("bob", "2", "bob", "--payload", '{"a": [1, null]}')
     assert recording_layer.sent == [("relay.bob", event({"a": [1, None]})), ("relay.2", event({"a": [1, None]}))]
-    assert output == "Sent to 2 target(s), 0 online: bob, 2\n"
+    assert output == "Sent to bob (not online), 2 (not online).\n"
     entry = AuditEntry.objects.get()
     assert (entry.source, entry.targets, entry.online, entry.size) == (
         "command",
@@ -44,7 +44,7 @@ def test_sends_to_every_target_and_records_it(recording_layer, monkeypatch):
 @pytest.mark.parametrize(("stdin", "payload"), [('{"from": "stdin"}\n', {"from": "stdin"}), ("null", None)])
 def test_reads_payload_from_stdin_without_payload_option(recording_layer, monkeypatch, stdin, payload):
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    assert relay_send("bob") == "Sent to 1 target(s), 0 online: bob\n"
+    assert relay_send("bob") == "Sent to bob (not online).\n"
     assert recording_layer.sent == [("relay.bob", event(payload))]
 
 

@@ -1,10 +1,13 @@
-"""The bus's subscription bookkeeping, against a scripted Redis link (no server)."""
+"""The bus against a scripted Redis link (no server): subscriptions, publishing, receiving, keep-alive."""
 
 import asyncio
+from collections import deque
 
 import pytest
 
 from relay.redis import bus as bus_module
+from relay.redis import messages
+from relay.redis.keys import bus_channel
 from relay.redis.resp import encode_command
 
 
@@ -49,7 +52,7 @@ class ScriptedLink:
 async def bus(monkeypatch):
     monkeypatch.setattr(bus_module, "RedisLink", ScriptedLink)
     monkeypatch.setattr(bus_module, "SUBSCRIBE_WAIT", 0.2)
-    relay_bus = bus_module.RedisBus("redis://unused", "relay", "node", commands=None, deliver=None)
+    relay_bus = bus_module.RedisBus("redis://unused", "relay", "node", commands=None, receive=None)
     relay_bus._subscriber.come_up()
     yield relay_bus
     relay_bus.close()
@@ -131,3 +134,229 @@ async def test_the_first_handshakes_after_a_start_wait_for_the_link(bus):
     confirm(link, b"relay:bus:x")
     confirm(link, b"relay:bus:x")
     await asyncio.wait_for(joining, 1)
+
+
+# Publishing, receiving, the PING keep-alive and problem(), with a fake command pipe.
+
+PREFIX = "test-prefix"
+NODE = "node-1"
+
+
+async def until(predicate, timeout: float = 2.0) -> None:
+    """Wait until ``predicate()`` is true; fail the test if it is not within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            pytest.fail("the expected state was not reached in time")
+        await asyncio.sleep(0.001)
+
+
+def channel(client_id: str) -> bytes:
+    return bus_channel(PREFIX, client_id).encode()
+
+
+def message(client_id: str, data: bytes) -> list[bytes]:
+    """What Redis sends a subscriber for a PUBLISH on the id's channel."""
+    return [b"message", channel(client_id), data]
+
+
+class RecordingLink(ScriptedLink):
+    """A ScriptedLink that also records why it was aborted."""
+
+    def __init__(self, url, name, on_reply):
+        super().__init__(url, name, on_reply)
+        self.aborts: list[str] = []
+
+    def abort(self, reason):
+        self.aborts.append(reason)
+        super().abort(reason)
+
+
+class FakeCommands:
+    """Stands in for CommandPipe: records (command, reply callback) pairs."""
+
+    def __init__(self):
+        self.connected = True
+        self.sent: list[tuple[bytes, object]] = []
+
+    def send(self, command, on_reply=None):
+        self.sent.append((command, on_reply))
+
+
+class ManualSleep:
+    """Stands in for the bus module's ``asyncio``: ``sleep()`` returns when the test calls ``tick()``."""
+
+    def __init__(self):
+        self._sleepers: deque = deque()
+
+    def __getattr__(self, name):  # the rest of asyncio
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay):
+        woken = asyncio.get_running_loop().create_future()
+        self._sleepers.append(woken)
+        await woken
+
+    async def tick(self):
+        """Let the keep-alive wake once, and run until it sleeps again."""
+        await until(lambda: self._sleepers)
+        self._sleepers.popleft().set_result(None)
+        await until(lambda: self._sleepers)
+
+
+def recorder():
+    """(received, receive): a receive callback recording (client id, message)."""
+    received: list = []
+
+    async def receive(client_id, bus_message):
+        received.append((client_id, bus_message))
+
+    return received, receive
+
+
+@pytest.fixture
+async def make_bus(monkeypatch):
+    """``make_bus(receive, commands)``: a bus on a recording subscriber link that is up."""
+    monkeypatch.setattr(bus_module, "RedisLink", RecordingLink)
+    made = []
+
+    def make(receive=None, commands=None):
+        relay_bus = bus_module.RedisBus("redis://unused", PREFIX, NODE, commands or FakeCommands(), receive)
+        relay_bus._subscriber.come_up()
+        made.append(relay_bus)
+        return relay_bus
+
+    yield make
+    for relay_bus in made:
+        relay_bus.close()
+    await asyncio.sleep(0)
+
+
+async def test_publish_writes_one_publish_per_target_marked_with_the_node(make_bus):
+    commands = FakeCommands()
+    relay_bus = make_bus(commands=commands)
+    replies = []
+    assert relay_bus.publish(["alice", "bob"], "carol", '{"n":1}', replies.append) is True
+    data = messages.encode_live(NODE.encode(), "carol", '{"n":1}')
+    assert commands.sent == [  # each PUBLISH's reply goes to the frame's callback
+        (encode_command(b"PUBLISH", channel("alice"), data), replies.append),
+        (encode_command(b"PUBLISH", channel("bob"), data), replies.append),
+    ]
+    assert messages.decode(data) == messages.Live(NODE.encode(), "carol", '{"n":1}')
+
+
+async def test_publish_without_a_connection_returns_false_and_sends_nothing(make_bus):
+    commands = FakeCommands()
+    relay_bus = make_bus(commands=commands)
+    commands.connected = False
+    assert relay_bus.publish(["alice"], "carol", "1", None) is False
+    assert commands.sent == []
+
+
+async def test_frames_of_this_node_are_skipped_and_the_others_received_in_order(make_bus):
+    received, receive = recorder()
+    link = make_bus(receive)._subscriber
+    link.on_reply(message("alice", messages.encode_live(NODE.encode(), "carol", "1")))  # ours: delivered already
+    link.on_reply(message("alice", messages.encode_live(b"node-2", "carol", "2")))
+    link.on_reply(message("bob", messages.encode_live(b"node-10", None, "3")))  # "node-1" starts its name
+    link.on_reply(message("alice", messages.encode_disconnect(4000, "banned")))
+    await until(lambda: len(received) == 3)
+    await asyncio.sleep(0.01)
+    assert received == [
+        ("alice", messages.Live(b"node-2", "carol", "2")),
+        ("bob", messages.Live(b"node-10", None, "3")),
+        ("alice", messages.Disconnect(4000, "banned")),
+    ]
+
+
+async def test_frames_arriving_during_a_slow_delivery_wait_their_turn(make_bus):
+    started, finished = [], []
+    slow = asyncio.Event()
+
+    async def receive(client_id, bus_message):
+        started.append(bus_message.payload_json)
+        if bus_message.payload_json == "1":
+            await slow.wait()
+        finished.append(bus_message.payload_json)
+
+    link = make_bus(receive)._subscriber
+    link.on_reply(message("alice", messages.encode_live(b"node-2", "carol", "1")))
+    await until(lambda: started)
+    for n in ("2", "3"):
+        link.on_reply(message("alice", messages.encode_live(b"node-2", "carol", n)))
+    await asyncio.sleep(0.01)
+    assert started == ["1"]  # one at a time
+    slow.set()
+    await until(lambda: len(finished) == 3)
+    assert started == finished == ["1", "2", "3"]
+
+
+async def test_a_message_that_is_not_the_relays_is_logged_and_ignored(make_bus, caplog):
+    received, receive = recorder()
+    link = make_bus(receive)._subscriber
+    link.on_reply(message("alice", b"someone else's PUBLISH"))
+    link.on_reply(message("alice", b"d\nnode-2\n\xff\xfe\n1"))  # not UTF-8
+    link.on_reply(message("alice", b"x\nnot-a-code\nreason"))
+    link.on_reply(message("alice", messages.encode_live(b"node-2", "carol", "4")))
+    await until(lambda: received)
+    await asyncio.sleep(0.01)
+    assert received == [("alice", messages.Live(b"node-2", "carol", "4"))]
+    ignored = [record for record in caplog.records if "event=bus_frame_ignored" in record.getMessage()]
+    assert len(ignored) == 3
+
+
+async def test_a_failing_delivery_is_logged_and_later_frames_still_arrive(make_bus, caplog):
+    received, record = recorder()
+
+    async def receive(client_id, bus_message):
+        if client_id == "boom":
+            raise RuntimeError("a bug in the hub")
+        await record(client_id, bus_message)
+
+    link = make_bus(receive)._subscriber
+    link.on_reply(message("boom", messages.encode_live(b"node-2", "carol", "1")))
+    link.on_reply(message("alice", messages.encode_live(b"node-2", "carol", "2")))
+    await until(lambda: received)
+    assert received == [("alice", messages.Live(b"node-2", "carol", "2"))]
+    failed = [r for r in caplog.records if "delivering a frame from another process failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+
+
+async def test_the_keep_alive_pings_and_drops_a_link_whose_redis_does_not_answer(make_bus, monkeypatch):
+    ping = encode_command(b"PING")
+    clock = ManualSleep()
+    monkeypatch.setattr(bus_module, "asyncio", clock)
+    link = make_bus()._subscriber
+    await clock.tick()
+    assert link.writes == [ping]
+    link.on_reply([b"pong", b""])  # the answer while subscribed
+    await clock.tick()
+    assert link.writes == [ping, ping]
+    link.on_reply(b"PONG")  # the answer with no subscription
+    await clock.tick()
+    assert link.writes == [ping] * 3 and link.aborts == []
+    await clock.tick()  # no answer for a whole round
+    assert len(link.aborts) == 1 and "no answer to PING" in link.aborts[0]
+    assert not link.connected
+    await clock.tick()
+    assert link.writes == [ping] * 3  # no PING while the link is down
+    link.come_up()
+    await clock.tick()
+    assert link.writes == [ping] * 4 and len(link.aborts) == 1  # a fresh PING, not a stale wait
+
+
+async def test_problem_reports_each_failure(make_bus):
+    commands = FakeCommands()
+    relay_bus = make_bus(commands=commands)
+    assert relay_bus.problem() is None
+    commands.connected = False
+    assert relay_bus.problem() == "no connection to Redis for publishing"
+    commands.connected = True
+    relay_bus._subscriber.go_down()
+    assert relay_bus.problem() == "no connection to Redis for subscriptions"
+    relay_bus._subscriber.come_up()
+    assert relay_bus.problem() is None
+    relay_bus._tasks[0].cancel()  # the dispatcher
+    await asyncio.sleep(0)
+    assert relay_bus.problem() == "a background task stopped"

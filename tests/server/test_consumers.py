@@ -295,3 +295,15 @@ async def test_disconnect_removes_the_connection(connect):
     await send_text(alice, frame(["bob", "alice"], "nobody home"))
     assert await alice.receive_from() == '"nobody home"'
     assert await stays.receive_nothing(timeout=0.01)
+
+
+async def test_a_ping_is_answered_to_the_sender_only(connect):
+    alice, bob = await connect("alice", V1), await connect("bob")
+    await send_text(alice, '{"type": "ping", "id": "p1"}')
+    assert json.loads(await alice.receive_from()) == {"type": "pong", "ref": "p1"}
+    await send_text(alice, '{"type": "ping"}')
+    assert json.loads(await alice.receive_from()) == {"type": "pong"}
+    raw = await connect("carol")
+    await send_text(raw, '{"type": "ping", "id": 2}')
+    assert json.loads(await raw.receive_from()) == {"pong": 2}
+    assert await bob.receive_nothing(timeout=0.02)

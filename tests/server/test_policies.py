@@ -82,10 +82,11 @@ async def test_same_id_only_in_the_consumer(connect, settings):
     bob = await connect("bob")
     carol = await connect("carol")
     await send_text(alice, frame(["bob", "alice", "carol"], {"n": 1}, id="m1"))
-    assert [json.loads(await alice.receive_from()) for _ in range(3)] == [
+    assert [json.loads(await alice.receive_from()) for _ in range(4)] == [
         forbidden("bob", "m1"),
         forbidden("carol", "m1"),
         {"type": "message", "from": "alice", "payload": {"n": 1}},
+        {"type": "ack", "ref": "m1", "offsets": {}},  # for the targets that were allowed
     ]
     assert await alice.receive_nothing(timeout=0.01)
     assert await alice_phone.receive_from() == '{"n":1}'
@@ -114,7 +115,11 @@ async def test_function_policy_in_the_consumer(connect, settings):
     bob = await connect("bob")
     staff = await connect("staff-1")
     await send_text(alice, frame(["bob", "staff-1", 2], "help", id=7))
-    assert [json.loads(await alice.receive_from()) for _ in range(2)] == [forbidden("bob", 7), forbidden("2", 7)]
+    assert [json.loads(await alice.receive_from()) for _ in range(3)] == [
+        forbidden("bob", 7),
+        forbidden("2", 7),
+        {"type": "ack", "ref": 7, "offsets": {}},
+    ]
     assert await staff.receive_from() == '"help"'
     await send_text(staff, frame(["bob", "alice"], "answer"))
     assert await bob.receive_from() == '"answer"'
@@ -129,6 +134,7 @@ async def test_class_policy_in_the_consumer(connect, settings):
     bob = await connect("bob")
     await send_text(alice, frame(["alice", "bob", "alice"], "x", id="r"))  # duplicates are asked once
     assert json.loads(await alice.receive_from()) == forbidden("alice", "r")
+    assert json.loads(await alice.receive_from()) == {"type": "ack", "ref": "r", "offsets": {}}
     assert await bob.receive_from() == '"x"'
     assert await alice.receive_nothing(timeout=0.01)
     assert await bob.receive_nothing(timeout=0)

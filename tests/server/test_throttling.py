@@ -134,8 +134,15 @@ async def test_v1_rate_limited_error(connect, limited):
     alice = await connect("alice", ["relay.v1"])
     for n in range(6):
         await send_text(alice, frame(["nobody"], n, id=f"r{n}"))
+    acks = [json.loads(await alice.receive_from()) for _ in range(5)]
+    assert acks == [{"type": "ack", "ref": f"r{n}", "offsets": {}} for n in range(5)]
     error = json.loads(await alice.receive_from())
-    assert error == {"type": "error", "code": "rate_limited", "detail": "Over the rate limit of 5/s: retry in 0.20 s."}
+    assert error == {
+        "type": "error",
+        "code": "rate_limited",
+        "detail": "Over the rate limit of 5/s: retry in 0.20 s.",
+        "ref": "r5",  # so that a client waiting for that frame's answer gets it
+    }
     assert await alice.receive_nothing(timeout=0.01)
 
 

@@ -59,14 +59,13 @@ class AuditEntryAdmin(_ModelAdmin):
         if request.method == "POST" and form.is_valid():
             targets, payload = list(form.cleaned_data["targets"]), form.cleaned_data["payload"]
             try:
-                online = api.send(targets, payload)
+                sent = api.send(targets, payload)
             except LAYER_ERRORS as exc:
-                messages.error(request, f"Not sent: the relay cannot reach its channel layer ({exc}).")
+                messages.error(request, f"Not sent: the relay cannot reach Redis ({exc}).")
             else:
-                AuditEntry.record(
-                    AuditEntry.Source.ADMIN, request.user.get_username(), targets, online, len(protocol.dumps(payload))
-                )
-                messages.success(request, f"Sent to {len(targets)} target(s); {online} online.")
+                size = len(protocol.dumps(payload))
+                AuditEntry.record(AuditEntry.Source.ADMIN, request.user.get_username(), targets, len(sent.online), size)
+                messages.success(request, sent.summary())
                 return redirect(reverse("admin:relay_send_message"))
         context = {**self.admin_site.each_context(request), "title": "Send a message", "form": form, "opts": self.opts}
         return TemplateResponse(request, "admin/relay_admin/send_message.html", context)

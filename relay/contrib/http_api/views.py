@@ -75,11 +75,13 @@ async def send(request: HttpRequest) -> JsonResponse:
         return error(400, protocol.INVALID_JSON, "The body is not UTF-8 text.")
     except protocol.ProtocolError as exc:
         return error(400, exc.code, exc.detail)
-    if isinstance(message, protocol.CallFrame):
-        return error(400, protocol.INVALID_MESSAGE, "Calls are for WebSocket clients; send {targets, payload}.")
+    if not isinstance(message, protocol.Frame):
+        return error(
+            400, protocol.INVALID_MESSAGE, "Calls and pings are for WebSocket clients; send {targets, payload}."
+        )
     targets = list(message.targets)
     try:
-        online = await api.push(message.targets, message.payload_json)
+        sent = await api.push(message.targets, message.payload_json)
     except LAYER_ERRORS as exc:
         return unavailable(exc)
     await signals.operator_push.asend(
@@ -87,10 +89,11 @@ async def send(request: HttpRequest) -> JsonResponse:
         source="api",
         actor=f"api key {key.name}",
         targets=targets,
-        online=online,
+        online=len(sent.online),
         size=len(message.payload_json),
     )
-    return JsonResponse({"targets": len(targets), "online": online}, status=202)
+    answer = {"targets": len(targets), "online": len(sent.online), "offsets": sent.offsets}
+    return JsonResponse(answer, status=202)
 
 
 @csrf_exempt

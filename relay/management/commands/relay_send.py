@@ -33,15 +33,15 @@ class Command(BaseCommand):
             raise CommandError(exc.detail) from None
         ensure_shared_layer()
         try:
-            online = async_to_sync(api.push)(targets, payload_json)
+            sent = async_to_sync(api.push)(targets, payload_json)
         except LAYER_ERRORS as exc:
-            raise CommandError(f"Cannot reach the channel layer (Redis): {exc}") from None
+            raise CommandError(f"Cannot reach Redis: {exc}") from None
         signals.operator_push.send(
             sender=Command,
             source="command",
             actor=getpass.getuser(),
             targets=list(targets),
-            online=online,
+            online=len(sent.online),
             size=len(payload_json),
         )
-        self.stdout.write(f"Sent to {len(targets)} target(s), {online} online: {', '.join(targets)}")
+        self.stdout.write(sent.summary(listed=100))

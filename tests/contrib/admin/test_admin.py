@@ -84,7 +84,7 @@ async def test_send_reaches_connections_and_is_recorded(connect, may_send):
     )
     assert response.status_code == 200
     assert response.redirect_chain == [(SEND, 302)]
-    assert messages_of(response) == ["Sent to 3 target(s); 1 online."]
+    assert messages_of(response) == ["Sent to bob (online), nobody (not online), 2 (not online)."]
     assert await bob.receive_from() == '{"text":"Maintenance at 18:00"}'
     assert json.loads(await bob_v1.receive_from()) == {
         "type": "message",
@@ -172,7 +172,7 @@ def test_send_when_the_channel_layer_is_unavailable(admin_client, monkeypatch):
     monkeypatch.setattr("relay.api.send", unreachable)
     response = admin_client.post(SEND, {"targets": "bob", "payload": "1"})
     assert response.status_code == 200
-    assert messages_of(response) == ["Not sent: the relay cannot reach its channel layer (Connection refused)."]
+    assert messages_of(response) == ["Not sent: the relay cannot reach Redis (Connection refused)."]
     assert AuditEntry.objects.count() == 0
 
 

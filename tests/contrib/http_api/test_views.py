@@ -63,7 +63,7 @@ async def test_send_delivers_to_connections_and_says_who_was_online(connect, api
     response = await post(AsyncClient(), body, api_key)
     assert response.status_code == 202
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"targets": 3, "online": 2}
+    assert response.json() == {"targets": 3, "online": 2, "offsets": {}}
     assert await bob.receive_from() == '{"a":[1,null]}'
     assert json.loads(await bob_v1.receive_from()) == {"type": "message", "from": None, "payload": {"a": [1, None]}}
     assert await two.receive_from() == '{"a":[1,null]}'
@@ -89,7 +89,7 @@ async def test_send_records_an_audit_entry_and_uses_the_key(connect, api_key):
 def test_send_with_nobody_online(api_key):
     response = post(Client(), frame(["bob"], None), api_key)
     assert response.status_code == 202
-    assert response.json() == {"targets": 1, "online": 0}
+    assert response.json() == {"targets": 1, "online": 0, "offsets": {}}
     assert AuditEntry.objects.get().targets == ["bob"]
 
 
@@ -309,7 +309,7 @@ def test_presence_with_too_many_ids_is_400(api_key, settings):
 def test_bearer_key_works_with_csrf_checks_enforced(api_key):
     response = post(Client(enforce_csrf_checks=True), frame(["bob"], 1), api_key)
     assert response.status_code == 202
-    assert response.json() == {"targets": 1, "online": 0}
+    assert response.json() == {"targets": 1, "online": 0, "offsets": {}}
 
 
 @pytest.mark.django_db

@@ -1,0 +1,144 @@
+"""relay.redis.streams: the resume rules (pure), and the Lua scripts against the real Redis."""
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from relay.redis import streams
+from relay.redis.keys import bus_channel, history_key, stream_key
+from relay.redis.streams import Entry, Position, Recovery, Settings, Stream, recover
+
+SETTINGS = Settings(size=5, ttl=300, stream_ttl=3600)
+
+
+def entries(first: int, last: int, time_: int = 1000) -> tuple[Entry, ...]:
+    return tuple(Entry(offset, time_, "alice", f'"m{offset}"') for offset in range(first, last + 1))
+
+
+def stream(last: int, kept: tuple[Entry, ...], now: int = 1000, epoch: str = "e1") -> Stream:
+    return Stream(Position(epoch, last), now, kept)
+
+
+# The rules of a resume
+
+
+def test_nothing_missed_is_a_recovery_with_nothing_to_replay():
+    assert recover(Position("e1", 7), stream(7, entries(3, 7)), ttl=300) == Recovery(True)
+
+
+def test_every_missed_entry_is_replayed_in_order():
+    assert recover(Position("e1", 4), stream(7, entries(3, 7)), ttl=300) == Recovery(True, entries(5, 7))
+
+
+def test_a_first_connection_has_no_position():
+    assert recover(None, stream(7, entries(3, 7)), ttl=300) == Recovery(False, reason="no_position")
+
+
+@pytest.mark.parametrize("since", [Position("old", 4), Position("e1", 8)])
+def test_another_epoch_or_a_position_ahead_of_the_stream(since):
+    assert recover(since, stream(7, entries(3, 7)), ttl=300) == Recovery(False, reason="epoch_changed")
+
+
+def test_more_missed_than_kept_is_too_old_and_replays_nothing():
+    assert recover(Position("e1", 1), stream(7, entries(3, 7)), ttl=300) == Recovery(False, reason="too_old")
+
+
+def test_entries_past_their_ttl_are_not_kept():
+    kept = entries(5, 6, time_=600) + entries(7, 7, time_=990)
+    assert recover(Position("e1", 4), stream(7, kept, now=1000), ttl=300) == Recovery(False, reason="too_old")
+    assert recover(Position("e1", 6), stream(7, kept, now=1000), ttl=300) == Recovery(True, entries(7, 7, 990))
+
+
+def test_position_covers():
+    assert Position("e", 5).covers(Position("e", 5)) and Position("e", 5).covers(Position("e", 1))
+    assert not Position("e", 5).covers(Position("e", 6)) and not Position("e", 5).covers(Position("f", 1))
+
+
+# The scripts, in Redis
+
+
+@pytest.fixture
+def store(redis_url):
+    """A redis-py client and a key prefix of this test's own; its keys are deleted after."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    yield client, prefix
+    keys = client.keys(f"{prefix}:*")
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def read(client: redis.Redis, prefix: str, client_id: str) -> Stream:
+    script = client.register_script(streams.READ_SCRIPT)
+    return streams.parse_stream(
+        script(keys=[stream_key(prefix, client_id), history_key(prefix, client_id)], args=[3600])
+    )
+
+
+def test_appends_count_up_in_one_epoch_and_publish_what_they_store(store):
+    client, prefix = store
+    pubsub = client.pubsub()
+    pubsub.subscribe(bus_channel(prefix, "bob"))
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    positions = [streams.append_pushes(client, prefix, SETTINGS, ["bob"], f'{{"n":{n}}}')["bob"] for n in range(3)]
+    assert [p.offset for p in positions] == [1, 2, 3]
+    assert len({p.epoch for p in positions}) == 1
+    published = [pubsub.get_message(timeout=1)["data"] for _ in range(3)]
+    assert published == [f'h\n{positions[0].epoch}\n{n + 1}\n\n{{"n":{n}}}' for n in range(3)]
+    pubsub.close()
+    kept = read(client, prefix, "bob")
+    assert kept.position == positions[-1]
+    assert [(e.offset, e.sender, e.payload_json) for e in kept.entries] == [
+        (n + 1, None, f'{{"n":{n}}}') for n in range(3)
+    ]
+    assert abs(kept.now - time.time()) < 5 and all(abs(e.time - kept.now) < 5 for e in kept.entries)
+
+
+def test_the_list_keeps_the_last_size_entries_and_both_keys_expire(store):
+    client, prefix = store
+    for n in range(8):
+        streams.append_pushes(client, prefix, SETTINGS, ["bob"], str(n))
+    kept = read(client, prefix, "bob")
+    assert kept.position.offset == 8
+    assert [e.offset for e in kept.entries] == [4, 5, 6, 7, 8]
+    assert 0 < client.ttl(history_key(prefix, "bob")) <= 300
+    assert 300 < client.ttl(stream_key(prefix, "bob")) <= 3600
+
+
+def test_one_push_to_several_ids_gets_a_position_in_each(store):
+    client, prefix = store
+    streams.append_pushes(client, prefix, SETTINGS, ["a"], "1")
+    positions = streams.append_pushes(client, prefix, SETTINGS, ["a", "b"], "2")
+    assert (positions["a"].offset, positions["b"].offset) == (2, 1)
+    assert positions["a"].epoch != "" and positions["b"].epoch != ""
+
+
+def test_reading_a_stream_that_does_not_exist_starts_it(store):
+    client, prefix = store
+    first = read(client, prefix, "new")
+    assert (first.position.offset, first.entries) == (0, ())
+    assert read(client, prefix, "new").position == first.position  # the same epoch: it exists now
+    pushed = streams.append_pushes(client, prefix, SETTINGS, ["new"], "1")["new"]
+    assert pushed == Position(first.position.epoch, 1)
+
+
+def test_a_lost_stream_starts_again_in_a_new_epoch(store):
+    client, prefix = store
+    before = streams.append_pushes(client, prefix, SETTINGS, ["bob"], "1")["bob"]
+    client.delete(stream_key(prefix, "bob"), history_key(prefix, "bob"))  # as FLUSHALL or a restart would
+    after = streams.append_pushes(client, prefix, SETTINGS, ["bob"], "2")["bob"]
+    assert after.offset == 1 and after.epoch != before.epoch
+    assert recover(before, read(client, prefix, "bob"), SETTINGS.ttl) == Recovery(False, reason="epoch_changed")
+
+
+def test_payloads_and_senders_survive_the_round_trip(store):
+    client, prefix = store
+    history = client.register_script(streams.APPEND_SCRIPT)
+    payload = '{"text":"line\\nbreak é 😀","n":[1,null]}'
+    keys = [stream_key(prefix, "bob"), history_key(prefix, "bob")]
+    history(keys=keys, args=[bus_channel(prefix, "bob"), "alice", payload, 5, 300, 3600])
+    (entry,) = read(client, prefix, "bob").entries
+    assert (entry.sender, entry.payload_json) == ("alice", payload)
