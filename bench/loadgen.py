@@ -67,6 +67,28 @@ def mask_frame(opcode: int, data: bytes) -> bytes:
     return header + key + masked.to_bytes(n, "big")
 
 
+def split_frames(data: bytes) -> tuple[list[tuple[int, int, int, bytes]], bytes]:
+    """The complete server frames at the start of ``data`` as (fin, masked, opcode, payload), and the rest."""
+    frames = []
+    pos, end = 0, len(data)
+    while end - pos >= 2:
+        b0, b1 = data[pos], data[pos + 1]
+        length, start = b1 & 0x7F, pos + 2
+        if length == 126:
+            if end - pos < 4:
+                break
+            length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
+        elif length == 127:
+            if end - pos < 10:
+                break
+            length, start = int.from_bytes(data[pos + 2 : pos + 10], "big"), pos + 10
+        if start + length > end:
+            break
+        frames.append((b0 & 0x80, b1 & 0x80, b0 & 0x0F, data[start : start + length]))
+        pos = start + length
+    return frames, data[pos:]
+
+
 class Client(asyncio.Protocol):
     """One WebSocket connection: handshake, frame parsing, and its own send counters."""
 
@@ -112,28 +134,13 @@ class Client(asyncio.Protocol):
             data = self.handshake(data)
             if not data:
                 return
-        pos, end = 0, len(data)
-        while end - pos >= 2:
-            b0, b1 = data[pos], data[pos + 1]
-            length, start = b1 & 0x7F, pos + 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length, start = int.from_bytes(data[pos + 2 : pos + 4], "big"), pos + 4
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length, start = int.from_bytes(data[pos + 2 : pos + 10], "big"), pos + 10
-            if start + length > end:
-                break
-            if b1 & 0x80:  # a server never masks its frames
+        frames, self.buffer = split_frames(data)
+        for fin, masked, opcode, payload in frames:
+            if masked:  # a server never masks its frames
                 self.worker.stats["protocol_errors"] += 1
                 self.transport.abort()
                 return
-            payload, pos = data[start : start + length], start + length
-            self.frame(b0 & 0x80, b0 & 0x0F, payload)
-        if pos < end:
-            self.buffer = data[pos:]
+            self.frame(fin, opcode, payload)
 
     # -- protocol
     def handshake(self, data: bytes) -> bytes | None:

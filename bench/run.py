@@ -1,9 +1,12 @@
 """``make bench``: the relay under daphne against a raw ASGI floor, with the same load.
 
-For each target (``floor`` = ``bench.floor:application``, ``relay`` =
-``relayproject.asgi:application`` with ``REDIS_URL``), one at a time: start daphne on a
-free port, run the closed-loop load (1,000 clients, 4 in flight each) and the open-loop
-load (2,000 msg/s), stop daphne. Server CPU is utime+stime of the daphne process over the
+For each target, one at a time — ``floor`` (``bench.floor:application``), then the relay
+(``relayproject.asgi:application`` with ``REDIS_URL``) as ``relay`` (delivery history on,
+the default), ``relay-no-history``, ``relay-async-handler`` (one async no-op message
+handler) and ``relay-orm-handler`` (one sync handler doing one ORM query per frame) —
+start daphne on a free port, run the closed-loop load (1,000 clients, 4 in flight each)
+and the open-loop load (2,000 msg/s), stop daphne. Then it measures what history costs in
+Redis memory (``bench/history_memory.py``). Server CPU is utime+stime of the daphne process over the
 measured window (``/proc/PID/stat``), plus Redis's own CPU (``INFO cpu``) for the relay.
 Prints a table, relay ÷ floor for CPU µs per delivery, and writes everything as JSON to
 ``bench/results/``. Exits 1 if any message was lost, duplicated or misdelivered, the
@@ -31,10 +34,19 @@ from bench import loadgen  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 APPS = {"floor": "bench.floor:application", "relay": "relayproject.asgi:application"}
+#: The relay's configurations measured against the floor: target -> environment of its servers.
+VARIANTS = {
+    "relay": {},  # with Redis, delivery history is on by default
+    "relay-no-history": {"RELAY_HISTORY": "0"},
+    "relay-async-handler": {"DJANGO_SETTINGS_MODULE": "bench.site_code_settings", "BENCH_HANDLER": "async"},
+    "relay-orm-handler": {"DJANGO_SETTINGS_MODULE": "bench.site_code_settings", "BENCH_HANDLER": "orm"},
+}
+TARGETS = ["floor", *VARIANTS]
 TICKS = os.sysconf("SC_CLK_TCK")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"  # as in the Makefile
-#: The issue's bar (one relay process with Redis): relay ÷ floor, and p99 in open loop.
-MAX_RATIO, MAX_OPEN_P99_MS = 2.0, 20.0
+#: The bars (one relay process with Redis): relay ÷ floor with history in the closed loop,
+#: without history in both loops, p99 in open loop; an async no-op handler's extra CPU.
+MAX_HISTORY_CLOSED_RATIO, MAX_RATIO, MAX_OPEN_P99_MS, MAX_HANDLER_EXTRA = 1.6, 2.0, 20.0, 0.10
 #: Seconds to let a server finish handling the last load's disconnects before the next
 #: load or the shutdown (which would kill the application instances still at it).
 AFTER_LOAD = 2.0
@@ -86,16 +98,32 @@ def redis_cpu(url: str) -> float:
     return info["used_cpu_user"] + info["used_cpu_sys"]
 
 
-def server_env(redis_url: str) -> dict:
+def server_env(redis_url: str, database_url: str | None = None) -> dict:
     """The environment of the daphne processes: DEBUG on (for ``?id=``), the relay's REDIS_URL."""
-    return {**os.environ, "DEBUG": "1", "REDIS_URL": redis_url}
+    env = {**os.environ, "DEBUG": "1", "REDIS_URL": redis_url}
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    return env
 
 
-def cpu_sample(pids: list[int], redis_url: str | None) -> dict:
-    """CPU seconds used so far by the servers (together), the machine, and Redis if ``redis_url``."""
+def migrated_database(stamp: str) -> str:
+    """A fresh SQLite database for the relay's servers (a handler variant queries it)."""
+    url = f"sqlite:///{RESULTS / f'{stamp}-db.sqlite3'}"
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT, env=server_env("", url), check=True, timeout=120,
+    )  # fmt: skip
+    return url
+
+
+def cpu_sample(pids: list[int], redis_urls: list[str]) -> dict:
+    """CPU seconds used so far by the servers (together), the machine, and each Redis of ``redis_urls``."""
     cpu = {"server": sum(process_cpu(pid) for pid in pids), "machine": machine_cpu()}
-    if redis_url:
-        cpu["redis"] = redis_cpu(redis_url)
+    if redis_urls:
+        shards = [redis_cpu(url) for url in redis_urls]
+        cpu["redis"] = sum(shards)
+        if len(shards) > 1:
+            cpu.update({f"redis{index}": seconds for index, seconds in enumerate(shards)})
     return cpu
 
 
@@ -109,6 +137,9 @@ def add_cpu(report: dict, start: dict, end: dict) -> None:
     delivered, window = report["delivered_in_window"], report["window_s"]
     cpu = {part: end[part] - start[part] for part in start}
     cpu["other"] = cpu.pop("machine") - cpu["server"] - cpu.get("redis", 0) - report["client_cpu_window_s"]
+    shards = [cpu.pop(part) for part in sorted(cpu) if part.startswith("redis") and part != "redis"]
+    if shards:  # each shard's Redis CPU per delivery
+        report["redis_shard_cpu_us_per_delivery"] = [s * 1e6 / delivered if delivered else None for s in shards]
     for part, seconds in cpu.items():
         report[f"{part}_cpu_s"] = seconds
         report[f"{part}_cpu_us_per_delivery"] = seconds * 1e6 / delivered if delivered else None
@@ -118,16 +149,19 @@ def add_cpu(report: dict, start: dict, end: dict) -> None:
 
 
 class Daphne:
-    """A daphne process serving one app, as a user runs it; its log goes to a file."""
+    """A daphne process serving one app, as a user runs it; its log goes to a file.
 
-    def __init__(self, app: str, env: dict, log_path: Path) -> None:
+    ``cwd``: the checkout it serves (another one for an A/B against an earlier version).
+    """
+
+    def __init__(self, app: str, env: dict, log_path: Path, cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.log_path = log_path
         daphne = Path(sys.executable).with_name("daphne")
         cmd = [str(daphne)] if daphne.exists() else [sys.executable, "-m", "daphne"]
         cmd += ["-b", "127.0.0.1", "-p", str(self.port), "--websocket_timeout", "-1", APPS[app]]
         self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
         self.url = f"ws://127.0.0.1:{self.port}/ws"
 
@@ -165,11 +199,24 @@ class Daphne:
         return [line for line in text.splitlines() if pattern.search(line)]
 
 
-def run_target(name: str, app: str, processes: int, args, stamp: str) -> dict:
-    """Start ``processes`` daphnes serving ``app``, run every load against them, stop them."""
-    env = server_env(args.redis_url)
-    uses_redis = app == "relay" and bool(args.redis_url)
-    servers = [Daphne(app, env, RESULTS / f"{stamp}-{name}-{i}.log") for i in range(processes)]
+def run_target(
+    name: str,
+    app: str,
+    processes: int,
+    args,
+    stamp: str,
+    extra_env: dict | None = None,
+    cwd: Path = ROOT,
+    redis_urls: list[str] | None = None,
+) -> dict:
+    """Start ``processes`` daphnes serving ``app`` from ``cwd``, run every load against them, stop them.
+
+    ``redis_urls``: the Redis servers (shards) of this target, instead of ``--redis-url``.
+    """
+    redis_urls = redis_urls or ([args.redis_url] if args.redis_url else [])
+    env = {**server_env(",".join(redis_urls), args.database_url), **(extra_env or {})}
+    uses_redis = app == "relay" and bool(redis_urls)
+    servers = [Daphne(app, env, RESULTS / f"{stamp}-{name}-{i}.log", cwd) for i in range(processes)]
     loads = []
     try:
         for server in servers:
@@ -180,7 +227,7 @@ def run_target(name: str, app: str, processes: int, args, stamp: str) -> dict:
             report = loadgen.run(
                 [s.url for s in servers], clients=args.clients, window=args.window, rate=rate,
                 warmup=args.warmup, duration=args.duration, drain=args.drain, workers=args.workers,
-                sample=lambda: cpu_sample([s.pid for s in servers], args.redis_url if uses_redis else None),
+                sample=lambda: cpu_sample([s.pid for s in servers], redis_urls if uses_redis else []),
             )  # fmt: skip
             start, end = report.pop("samples")
             add_cpu(report, start, end)
@@ -191,10 +238,54 @@ def run_target(name: str, app: str, processes: int, args, stamp: str) -> dict:
             server.stop()
     problems = [line for s in servers for line in s.problems()]
     return {
-        "target": name, "app": APPS[app], "processes": processes, "redis": uses_redis,
+        "target": name, "app": APPS[app], "processes": processes, "redis": uses_redis, "env": extra_env or {},
         "logs": [str(s.log_path) for s in servers], "log_problems": len(problems),
         "log_problem_samples": problems[:20], "loads": loads,
     }  # fmt: skip
+
+
+def run_sharded(args, stamp: str) -> list[dict]:
+    """``--processes`` relay processes on one private Redis, then on ``--shards`` of them."""
+    processes = max(args.processes, 2)
+    results = []
+    for count in (1, args.shards):
+        redis_servers = [PrivateRedis(RESULTS / f"{stamp}-redis-{count}-{i}.log") for i in range(count)]
+        try:
+            name = f"relay-x{processes}-{count}redis"
+            results.append(
+                run_target(name, "relay", processes, args, stamp, {}, redis_urls=[r.url for r in redis_servers])
+            )
+        finally:
+            for server in redis_servers:
+                server.stop()
+    return results
+
+
+class PrivateRedis:
+    """A redis-server of the benchmark's own on a free port, for the shard runs."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+        self.log.close()
 
 
 def fmt(value, spec: str = ",.1f") -> str:
@@ -250,11 +341,21 @@ def ratios(results: list[dict]) -> dict:
 
 
 def check_bar(results: list[dict], relay_floor: dict, rate: float) -> dict:
-    """The issue's bar for one relay process: relay ÷ floor ≤ 2.0, open-loop p99 ≤ 20 ms."""
+    """The bars: relay ÷ floor (history ≤ 1.6 closed loop, without ≤ 2.0), p99, an async handler's cost."""
     bar = {}
-    single = [k for k in relay_floor if k.startswith("relay ")]
-    if single:
-        bar[f"relay ÷ floor ≤ {MAX_RATIO}"] = all(relay_floor[k] <= MAX_RATIO for k in single)
+    if "relay closed" in relay_floor:
+        bar[f"relay (history) ÷ floor ≤ {MAX_HISTORY_CLOSED_RATIO} closed loop"] = (
+            relay_floor["relay closed"] <= MAX_HISTORY_CLOSED_RATIO
+        )
+    plain = [k for k in relay_floor if k.startswith("relay-no-history ")]
+    if plain:
+        bar[f"relay (no history) ÷ floor ≤ {MAX_RATIO}"] = all(relay_floor[k] <= MAX_RATIO for k in plain)
+    for mode in ("closed", "open"):
+        with_handler, without = relay_floor.get(f"relay-async-handler {mode}"), relay_floor.get(f"relay {mode}")
+        if with_handler and without:
+            bar[f"async no-op handler ≤ +{MAX_HANDLER_EXTRA:.0%} CPU per delivery, {mode} loop"] = (
+                with_handler / without <= 1 + MAX_HANDLER_EXTRA
+            )
     for target in results:
         for load in target["loads"]:
             if target["target"] == "relay" and load["mode"] == "open" and load["latency_us"]["p99"] is not None:
@@ -266,7 +367,7 @@ def check_bar(results: list[dict], relay_floor: dict, rate: float) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", nargs="+", choices=list(APPS), default=list(APPS), help="default: both")
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=TARGETS, help="default: all")
     parser.add_argument("--relay-only", action="store_true", help="same as --targets relay")
     parser.add_argument("--modes", nargs="+", choices=["closed", "open"], default=["closed", "open"])
     parser.add_argument("--processes", type=int, default=1, help="also run the relay as N processes sharing Redis")
@@ -282,26 +383,50 @@ def main() -> int:
         default=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
         help=f"the relay's REDIS_URL (default: $REDIS_URL, else {DEFAULT_REDIS_URL}); '' = in-memory layer",
     )
+    parser.add_argument("--skip-memory", action="store_true", help="do not measure history's Redis memory")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        help="also run --processes N relay processes on one Redis and on this many Redis shards (servers of "
+        "the benchmark's own), to compare CPU per delivery",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the relay of another checkout (e.g. a git worktree of an earlier commit) as 'baseline'",
+    )
     args = parser.parse_args()
     if args.relay_only:
         args.targets = ["relay"]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    plan = [(t, t, 1) for t in args.targets]
+    args.database_url = migrated_database(stamp)
+    plan = [(t, "floor" if t == "floor" else "relay", 1, VARIANTS.get(t)) for t in args.targets]
     if args.processes > 1 and "relay" in args.targets:
-        plan.append((f"relay-x{args.processes}", "relay", args.processes))
+        plan.append((f"relay-x{args.processes}", "relay", args.processes, {}))
     print(
         f"bench: {args.clients} clients; closed loop {args.window} in flight, open loop {args.rate:g} msg/s; "
         f"{args.duration:g} s measured; REDIS_URL={args.redis_url or '(unset: in-memory layer)'}",
         file=sys.stderr,
     )
     results = []
-    for name, app, processes in plan:
-        results.append(run_target(name, app, processes, args, stamp))
+    if args.shards > 1:
+        results += run_sharded(args, stamp)
+    if args.baseline:
+        results.append(run_target("baseline", "relay", 1, args, stamp, {}, args.baseline.resolve()))
+    for name, app, processes, extra_env in plan:
+        results.append(run_target(name, app, processes, args, stamp, extra_env))
 
     print()
     print_table(results)
+    for target in results:
+        for load in target["loads"]:
+            shards = load.get("redis_shard_cpu_us_per_delivery")
+            if shards:
+                each = ", ".join(fmt(value) for value in shards)
+                print(f"{target['target']} {load['mode']}: Redis CPU µs per delivery on each shard: {each}")
     relay_floor = ratios(results)
     for key, value in relay_floor.items():
         print(f"{key}: relay ÷ floor = {value:.2f} (CPU µs per delivery)")
@@ -317,7 +442,16 @@ def main() -> int:
         if target["log_problems"]:
             print(f"{target['target']}: {target['log_problems']} error/warning lines in {', '.join(target['logs'])}")
 
-    data = {"args": vars(args), "results": results, "relay_over_floor": relay_floor, "bar": bar}
+    memory = None
+    if args.redis_url and not args.skip_memory:
+        from bench.history_memory import measure
+
+        memory = measure(args.redis_url)
+        print(
+            f"history in Redis: {memory['ids']:,} ids × {memory['entries']} entries of {memory['payload_bytes']} B: "
+            f"{memory['used_memory_bytes'] / 1e6:.1f} MB ({memory['bytes_per_entry']:.0f} B per entry)"
+        )
+    data = {"args": vars(args), "results": results, "relay_over_floor": relay_floor, "bar": bar, "memory": memory}
     return finish(f"bench-{stamp}.json", data, failures)
 
 

@@ -1,7 +1,8 @@
 """Who is online: client ids with at least one open connection, across every process.
 
-With Redis, each relay process ("node") keeps a hash ``<prefix>:presence:node:<node>``
-of client id -> open connections in that node, and its heartbeat in the sorted set
+With Redis, on each Redis server (shard) for the ids it holds, each relay process
+("node") keeps a hash ``<prefix>:presence:node:<node>`` of client id -> open
+connections in that node, and its heartbeat in the sorted set
 ``<prefix>:presence:nodes``. Both are refreshed every ``RELAY_PRESENCE_HEARTBEAT``
 seconds and expire after ``RELAY_PRESENCE_TTL``, so a process that dies without
 cleaning up stops counting within that time; a clean disconnect counts at once.
@@ -21,7 +22,7 @@ from asgiref.sync import sync_to_async
 
 from relay.conf import conf
 from relay.protocol import normalize_client_id
-from relay.redis.clients import sync_client
+from relay.redis import servers
 from relay.redis.keys import node_key, nodes_key
 
 
@@ -33,15 +34,22 @@ def connections(client_ids: Iterable[str | int] | None = None) -> dict[str, int]
     ids = None
     if client_ids is not None:
         ids = [client_id for client_id in map(normalize_client_id, client_ids) if client_id is not None]
-    url = conf.RELAY_REDIS_URL
-    if url is None:
+    shards = servers.configured()
+    if not shards:
         # The in-memory layer: presence is this process's own connections, so the engine
         # is running here if anything is; imported only then, to keep this module light.
         from relay.server.hub import local_connections
 
         counts = local_connections()
+    elif ids is None:  # everyone: each shard holds the presence of its own ids
+        counts = {}
+        for server in shards:
+            counts.update(_redis_connections(servers.sync_client(server), conf.RELAY_REDIS_PREFIX, None))
     else:
-        counts = _redis_connections(sync_client(url), conf.RELAY_REDIS_PREFIX, ids)
+        counts = {}
+        for index, on_shard in servers.group_by_shard(ids, shards, servers.layer_prefix()).items():
+            client = servers.sync_client(shards[index])
+            counts.update(_redis_connections(client, conf.RELAY_REDIS_PREFIX, on_shard))
     if ids is not None:
         wanted = set(ids)
         counts = {client_id: n for client_id, n in counts.items() if client_id in wanted}
@@ -49,7 +57,7 @@ def connections(client_ids: Iterable[str | int] | None = None) -> dict[str, int]
 
 
 def _redis_connections(client: redis.Redis, prefix: str, ids: list[str] | None) -> dict[str, int]:
-    # _client() decodes responses (decode_responses=True): the members, node names, are str.
+    # The client decodes responses (decode_responses=True): the members, node names, are str.
     alive = cast(list[str], client.zrangebyscore(nodes_key(prefix), time.time() - conf.RELAY_PRESENCE_TTL, "+inf"))
     pipe = client.pipeline(transaction=False)
     for node in alive:

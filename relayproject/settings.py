@@ -57,15 +57,22 @@ def database_from_url(url: str | None) -> dict[str, Any]:
     )
 
 
-def channel_layer_from_url(url: str | None, prefix: str = "asgi") -> dict[str, Any]:
-    """The channel layer: channels-redis pub/sub on REDIS_URL, else in-memory (one process only)."""
+def channel_layer_from_url(url: str | None, prefix: str = "asgi", tls: dict[str, str] | None = None) -> dict[str, Any]:
+    """The channel layer: channels-redis pub/sub on REDIS_URL, else in-memory (one process only).
+
+    Several comma-separated URLs are shards; ``rediss://`` URLs get the ``tls`` options
+    (REDIS_SSL_*); a ``redis+sentinel://`` URL becomes channels-redis's sentinel entry.
+    The relay reads its own Redis servers from these hosts, so one variable configures both.
+    """
     if not url:
         return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    from relay.redis.servers import channels_redis_host, split_urls  # pure functions, no Django needed
+
     # The pub/sub layer, not the core one: cheaper per message (README), and it has no
     # per-process capacity that silently drops group messages (README, "Channel layer").
     return {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [url], "prefix": prefix},
+        "CONFIG": {"hosts": [channels_redis_host(part, tls) for part in split_urls(url)], "prefix": prefix},
     }
 
 
@@ -139,8 +146,21 @@ DATABASES = {"default": database_from_url(os.environ.get("DATABASE_URL"))}
 # Redis pub/sub channels ignore the db number: two sites on one Redis need two prefixes,
 # for the channel layer's groups and for the relay's own channels and keys.
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "")
+# TLS files for rediss:// URLs (also possible as the URL's query: ?ssl_ca_certs=/etc/ca.pem).
+REDIS_TLS = {
+    option: os.environ[variable]
+    for option, variable in (
+        ("ssl_ca_certs", "REDIS_SSL_CA_CERTS"),
+        ("ssl_certfile", "REDIS_SSL_CERTFILE"),
+        ("ssl_keyfile", "REDIS_SSL_KEYFILE"),
+        ("ssl_cert_reqs", "REDIS_SSL_CERT_REQS"),
+    )
+    if os.environ.get(variable)
+}
 CHANNEL_LAYERS = {
-    "default": channel_layer_from_url(os.environ.get("REDIS_URL"), f"{REDIS_PREFIX}.asgi" if REDIS_PREFIX else "asgi")
+    "default": channel_layer_from_url(
+        os.environ.get("REDIS_URL"), f"{REDIS_PREFIX}.asgi" if REDIS_PREFIX else "asgi", REDIS_TLS
+    )
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -163,6 +183,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The relay (defaults and meaning: relay/conf.py). The environment can set the ones a
 # deployment usually changes; unset ones keep the app's defaults.
 RELAY_ALLOW_QUERY_ID = env_bool("RELAY_ALLOW_QUERY_ID", DEBUG)
+# The demo at / and /relay/demo/ (relay.js, clients chatting in one page): with DEBUG on.
+RELAY_DEMO = env_bool("RELAY_DEMO", DEBUG)
 if RELAY_EXAMPLES:
     RELAY_MESSAGE_HANDLERS = ["examples.chat.handlers.save_chat_message"]
 if REDIS_PREFIX:
@@ -171,6 +193,18 @@ if "RELAY_ALLOWED_ORIGINS" in os.environ:
     RELAY_ALLOWED_ORIGINS = env_list("RELAY_ALLOWED_ORIGINS", [])
 if os.environ.get("RELAY_TOKEN_SECRET"):
     RELAY_TOKEN_SECRET = os.environ["RELAY_TOKEN_SECRET"]
+if os.environ.get("RELAY_TOKEN_SECRETS"):  # rotation: the first signs, all verify
+    RELAY_TOKEN_SECRETS = env_list("RELAY_TOKEN_SECRETS", [])
+if os.environ.get("RELAY_TOKEN_AUDIENCE"):
+    RELAY_TOKEN_AUDIENCE = os.environ["RELAY_TOKEN_AUDIENCE"]
+if os.environ.get("RELAY_TOKEN_ISSUER"):
+    RELAY_TOKEN_ISSUER = os.environ["RELAY_TOKEN_ISSUER"]
+if "RELAY_FRAMINGS" in os.environ:
+    RELAY_FRAMINGS = env_list("RELAY_FRAMINGS", [])
+if "RELAY_TRUSTED_PROXIES" in os.environ:
+    RELAY_TRUSTED_PROXIES = env_list("RELAY_TRUSTED_PROXIES", [])
+if os.environ.get("RELAY_MAX_CONNECTIONS_PER_ID"):
+    RELAY_MAX_CONNECTIONS_PER_ID = int(os.environ["RELAY_MAX_CONNECTIONS_PER_ID"])
 if os.environ.get("RELAY_METRICS_TOKEN"):
     RELAY_METRICS_TOKEN = os.environ["RELAY_METRICS_TOKEN"]
 if "RELAY_HISTORY" in os.environ:

@@ -17,7 +17,8 @@ from typing import Any
 from relay.metrics import DELIVERY_LATENCY
 from relay.redis import messages
 from relay.redis.keys import bus_channel
-from relay.redis.resp import REPLY_TIMEOUT, CommandPipe, OnReply, RedisLink, encode_command
+from relay.redis.resp import REPLY_TIMEOUT, CommandPipe, OnReply, RedisLink, encode_command, link_error
+from relay.redis.servers import RedisServer
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ SUBSCRIBE_WAIT = 2.0
 class RedisBus:
     """Publishes client frames to Redis and delivers the frames of other processes."""
 
-    def __init__(self, url: str, prefix: str, node: str, commands: CommandPipe, receive: Receive) -> None:
+    def __init__(self, server: RedisServer, prefix: str, node: str, commands: CommandPipe, receive: Receive) -> None:
         self._channel_prefix = bus_channel(prefix, "").encode()
         self._node = node.encode()
         self._own_frames = messages.live_prefix(self._node)
@@ -44,7 +45,7 @@ class RedisBus:
         self._ping_sent: float | None = None
         self._inbox: deque[tuple[bytes, bytes, float]] = deque()
         self._inbox_ready = asyncio.Event()
-        self._subscriber = RedisLink(url, "subscribe", self._on_message)
+        self._subscriber = RedisLink(server, "subscribe", self._on_message)
         self._subscriber.on_up(self._resubscribe)
         self._subscriber.on_down(self._forget_pending)
         loop = asyncio.get_running_loop()
@@ -64,7 +65,9 @@ class RedisBus:
         if first:
             self._subscribed.add(client_id)
         if not self._subscriber.connected:
-            # The first handshakes after a start, or Redis is away: wait a little for it.
+            if not self._subscriber.starting:  # Redis is away: do not hold the handshake up
+                return  # subscribed by _resubscribe when the link comes up
+            # The first handshakes after a start: wait a little for the link.
             try:
                 await asyncio.wait_for(self._subscriber.up.wait(), SUBSCRIBE_WAIT)
             except TimeoutError:
@@ -140,6 +143,8 @@ class RedisBus:
                     confirmed.set_result(None)
         elif kind == b"pong" or reply == b"PONG":  # the reply with and without subscriptions
             self._ping_sent = None
+        elif (reason := link_error(reply)) is not None:  # e.g. SUBSCRIBE refused by the ACL
+            self._subscriber.abort(reason)
 
     async def _dispatch(self) -> None:
         """Hand on queued messages from other processes, one task for all of them."""
@@ -150,9 +155,12 @@ class RedisBus:
             while self._inbox:
                 channel, data, arrived = self._inbox.popleft()
                 try:
-                    await self._receive(channel[prefix_length:].decode(), messages.decode(data))
+                    target, message = channel[prefix_length:].decode(), messages.decode(data)
                 except (ValueError, UnicodeDecodeError):  # not a relay message: someone else's publish
                     logger.warning("event=bus_frame_ignored channel=%r bytes=%d", channel[:100], len(data))
+                    continue
+                try:
+                    await self._receive(target, message)
                 except Exception:  # a bug must not stop delivery for every other client
                     logger.exception("bus: delivering a frame from another process failed")
                 DELIVERY_LATENCY.observe(time.perf_counter() - arrived)
@@ -160,9 +168,9 @@ class RedisBus:
     def problem(self) -> str | None:
         """Why frames cannot travel between processes now, or None."""
         if not self._commands.connected:
-            return "no connection to Redis for publishing"
+            return f"commands: {self._commands.link.problem or 'not connected'}"
         if not self._subscriber.connected:
-            return "no connection to Redis for subscriptions"
+            return f"subscriptions: {self._subscriber.problem or 'not connected'}"
         if any(task.done() for task in self._tasks):
             return "a background task stopped"
         return None

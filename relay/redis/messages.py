@@ -4,7 +4,10 @@ Each message starts with a one-letter kind and a newline:
 
 - ``d`` a live delivery: ``d\\n<node>\\n<sender>\\n<payload JSON>``; the publishing
   process (``node``) skips its own, which it delivered to its connections already;
-- ``x`` close every connection of the channel's id: ``x\\n<code>\\n<reason>``.
+- ``x`` close every connection of the channel's id: ``x\\n<code>\\n<reason>``;
+- ``s`` close the connections of the channel's id that one session authenticated (its
+  user logged out): ``s\\n<code>\\n<session key>\\n<reason>``. A kind of its own, so
+  that a process of an older release ignores it rather than closing every connection.
 
 The sender is empty for a server push (``"from": null``).
 """
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 LIVE = b"d"
 STORED = b"h"
 DISCONNECT = b"x"
+SESSION_DISCONNECT = b"s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +41,11 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class Disconnect:
-    """Close every connection of the id with ``code`` and ``reason``."""
+    """Close every connection of the id with ``code`` and ``reason``; only those of ``session_key`` if given."""
 
     code: int
     reason: str
+    session_key: str | None = None
 
 
 BusMessage = Live | Stored | Disconnect
@@ -56,9 +61,13 @@ def encode_live(node: bytes, sender: str | None, payload_json: str) -> bytes:
     return live_prefix(node) + (sender or "").encode() + b"\n" + payload_json.encode()
 
 
-def encode_disconnect(code: int, reason: str) -> bytes:
-    """An order to close every connection of the channel's id."""
-    return b"x\n%d\n" % code + reason.encode()
+def encode_disconnect(code: int, reason: str, session_key: str | None = None) -> bytes:
+    """An order to close every connection of the channel's id, or those ``session_key`` authenticated."""
+    if session_key is None:
+        return b"x\n%d\n" % code + reason.encode()
+    if not session_key or "\n" in session_key:
+        raise ValueError(f"{session_key!r} is not a session key")
+    return b"s\n%d\n" % code + session_key.encode() + b"\n" + reason.encode()
 
 
 def decode(data: bytes) -> BusMessage:
@@ -73,4 +82,7 @@ def decode(data: bytes) -> BusMessage:
     if kind == DISCONNECT:
         code, reason = rest.split(b"\n", 1)
         return Disconnect(int(code), reason.decode())
+    if kind == SESSION_DISCONNECT:
+        code, session_key, reason = rest.split(b"\n", 2)
+        return Disconnect(int(code), reason.decode(), session_key.decode())
     raise ValueError(f"not a relay bus message: kind {kind[:10]!r}")

@@ -7,16 +7,23 @@ publishes it on the id's bus channel, so the stored order and the live order are
 same, and frames and pushes to one id are ordered relative to each other.
 
 In Redis, per id: a hash ``<prefix>:stream:<id>`` (``e``: the epoch, ``o``: the last
-offset) and a list ``<prefix>:history:<id>`` of the last ``RELAY_HISTORY_SIZE``
-entries (``<offset>\\n<unix time>\\n<sender>\\n<payload JSON>``), oldest first. An entry
-older than ``RELAY_HISTORY_TTL`` seconds is no longer kept; the list itself expires
-that long after its last entry.
+offset, ``r``: when the keys' expiry was last pushed back) and a list
+``<prefix>:history:<id>`` of its last entries (``<offset>\n<unix time>\n<sender>\n<payload
+JSON>``), oldest first. Readers keep the last ``RELAY_HISTORY_SIZE`` entries younger
+than ``RELAY_HISTORY_TTL`` seconds; what is older is no longer kept.
+
+Cheap per entry, because it runs on every delivery: one script call stores a whole batch
+of entries (the frames of one event-loop turn, or the targets of one push); the list is
+trimmed only once it holds a quarter more than it keeps; and the keys' expiry is pushed
+back at most every TTL/2 (to twice the TTL for the list: an entry then lives at least its
+TTL), not on every entry.
 
 ``relay.redis.history`` runs the scripts on the per-message path; ``append_pushes``
 runs them for server pushes, with redis-py.
 """
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,54 +31,89 @@ from typing import Any
 import redis
 
 from relay.conf import conf
+from relay.redis import servers
 from relay.redis.keys import bus_channel, history_key, stream_key
 
-# A new epoch: the Redis server's clock when the stream (re)starts, in microseconds.
-_NEW_EPOCH = """
-local function new_epoch(now)
-  return string.format('%x.%x', tonumber(now[1]), tonumber(now[2]))
+
+# The master's replication id, as the writer learned it (or, '' for a writer that does not
+# know it, as INFO tells): a stream last written under another one (a failover promoted a
+# replica, which may not have every entry) starts a new epoch.
+def _replication_id(argument: int) -> str:
+    """Lua that sets ``replication_id`` from ``ARGV[argument]``, or from INFO where that is ''."""
+    return f"""
+local replication_id = ARGV[{argument}]
+if replication_id == '' then
+  replication_id = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
 end
 """
 
-#: KEYS: stream, history. ARGV: bus channel, sender ('' for a push), payload JSON,
-#: history size, history TTL, stream TTL. Returns {epoch, offset}.
+
+#: KEYS: (stream, history) per entry. ARGV: history size, history TTL, stream TTL, the
+#: writer's unix time, a new epoch (for a stream that does not exist or was lost), the
+#: master's replication id, then (bus channel, sender or '' for a push, payload JSON) per
+#: entry. Returns {epoch, offset} per entry.
 APPEND_SCRIPT = (
-    _NEW_EPOCH
+    _replication_id(6)
     + """
-local now = redis.call('TIME')
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = new_epoch(now)
-  redis.call('HSET', KEYS[1], 'e', epoch)
+local size, ttl, now, new_epoch = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5]
+local stream_ttl, trim_at = ARGV[3], size + math.floor(size / 4)
+local positions = {}
+for i = 1, #KEYS / 2 do
+  local stream, history = KEYS[2 * i - 1], KEYS[2 * i]
+  local channel, sender, payload = ARGV[3 * i + 4], ARGV[3 * i + 5], ARGV[3 * i + 6]
+  local meta = redis.call('HMGET', stream, 'e', 'r', 'p')
+  local epoch, refreshed = meta[1], tonumber(meta[2])
+  if not epoch or meta[3] ~= replication_id then
+    epoch = new_epoch
+    redis.call('HSET', stream, 'e', epoch, 'p', replication_id)
+  end
+  local offset = redis.call('HINCRBY', stream, 'o', 1)
+  local entry = offset .. '\\n' .. ARGV[4] .. '\\n' .. sender .. '\\n' .. payload
+  if redis.call('RPUSH', history, entry) > trim_at then
+    redis.call('LTRIM', history, -size, -1)
+  end
+  if not refreshed or now - refreshed >= ttl / 2 then
+    redis.call('HSET', stream, 'r', ARGV[4])
+    redis.call('EXPIRE', stream, stream_ttl)
+    redis.call('EXPIRE', history, 2 * ttl)
+  end
+  redis.call('PUBLISH', channel, 'h\\n' .. epoch .. '\\n' .. offset .. '\\n' .. sender .. '\\n' .. payload)
+  positions[i] = {epoch, offset}
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('RPUSH', KEYS[2], offset .. '\\n' .. now[1] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[1], 'h\\n' .. epoch .. '\\n' .. offset .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
-return {epoch, offset}
+return positions
 """
 )
 
-#: KEYS: stream, history. ARGV: stream TTL. Returns {epoch, last offset, unix time, entries}.
-#: A stream that does not exist starts (offset 0), so the reader learns its epoch.
+#: KEYS: stream, history. ARGV: stream TTL, a new epoch, the replication id.
+#: Returns {epoch, last offset, entries}.
+#: A stream that does not exist (or was written under another master) starts a new epoch,
+#: so that the reader learns where it stands.
 READ_SCRIPT = (
-    _NEW_EPOCH
+    _replication_id(3)
     + """
-local now = redis.call('TIME')
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = new_epoch(now)
-  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
+local meta = redis.call('HMGET', KEYS[1], 'e', 'p', 'o')
+local epoch, offset = meta[1], meta[3] or '0'
+if not epoch or meta[2] ~= replication_id then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'e', epoch, 'p', replication_id, 'o', offset)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-return {epoch, redis.call('HGET', KEYS[1], 'o'), now[1], redis.call('LRANGE', KEYS[2], 0, -1)}
+return {epoch, offset, redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 )
 
 APPEND_SHA = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest().encode()
 READ_SHA = hashlib.sha1(READ_SCRIPT.encode()).hexdigest().encode()
+
+
+def now() -> int:
+    """The unix time entries are stamped with (every relay process's clock)."""
+    return int(time.time())
+
+
+def new_epoch() -> str:
+    """An epoch for a stream that starts now: the clock in microseconds, in hex."""
+    return format(time.time_ns() // 1000, "x")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +167,7 @@ class Settings:
 
 def configured() -> Settings | None:
     """The history settings of this site, or None where history is off (no Redis, or RELAY_HISTORY False)."""
-    if not conf.RELAY_HISTORY or conf.RELAY_REDIS_URL is None:
+    if conf.RELAY_HISTORY is False or not servers.configured():
         return None
     return Settings(conf.RELAY_HISTORY_SIZE, conf.RELAY_HISTORY_TTL, conf.RELAY_HISTORY_STREAM_TTL)
 
@@ -143,19 +185,20 @@ def parse_entry(raw: bytes | str) -> Entry:
     return Entry(int(offset), int(time), sender.decode() or None, payload_json.decode())
 
 
-def parse_stream(reply: Sequence[Any]) -> Stream:
-    """The stream the read script answered."""
-    epoch, offset, now, entries = reply
+def parse_stream(reply: Sequence[Any], read_at: int) -> Stream:
+    """The stream the read script answered, read at ``read_at`` (unix time)."""
+    epoch, offset, entries = reply
     epoch_text = epoch.decode() if isinstance(epoch, bytes) else epoch
-    return Stream(Position(epoch_text, int(offset)), int(now), tuple(parse_entry(raw) for raw in entries))
+    return Stream(Position(epoch_text, int(offset)), read_at, tuple(parse_entry(raw) for raw in entries))
 
 
-def recover(since: Position | None, stream: Stream, ttl: int) -> Recovery:
+def recover(since: Position | None, stream: Stream, settings: Settings) -> Recovery:
     """What a connection resuming after ``since`` gets from ``stream``.
 
     All the entries after ``since.offset`` in order, or none and a reason: never a
-    partial recovery, since the client must then reload its state anyway.
-    ``since`` None is a first connection, which has no position to resume from.
+    partial recovery, since the client must then reload its state anyway. What is kept
+    is the last ``settings.size`` entries younger than ``settings.ttl``. ``since`` None
+    is a first connection, which has no position to resume from.
     """
     if since is None:
         return Recovery(False, reason="no_position")
@@ -165,21 +208,33 @@ def recover(since: Position | None, stream: Stream, ttl: int) -> Recovery:
     missed = current.offset - since.offset
     if missed == 0:
         return Recovery(True)
-    kept = tuple(e for e in stream.entries if e.offset > since.offset and e.time >= stream.now - ttl)
+    oldest_kept = current.offset - settings.size
+    fresh_after = stream.now - settings.ttl
+    kept = tuple(e for e in stream.entries if e.offset > max(since.offset, oldest_kept) and e.time >= fresh_after)
     if len(kept) != missed or kept[0].offset != since.offset + 1:
         return Recovery(False, reason="too_old")
     return Recovery(True, kept)
 
 
+def append_arguments(
+    settings: Settings, entries: Sequence[tuple[str, str | None, str]], prefix: str, replication_id: str = ""
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of the append script for ``entries`` of (client id, sender, payload JSON).
+
+    Without the ``replication_id`` (a writer that does not know it), the script asks INFO.
+    """
+    keys: list[str] = []
+    args: list[str | int] = [settings.size, settings.ttl, settings.stream_ttl, now(), new_epoch(), replication_id]
+    for client_id, sender, payload_json in entries:
+        keys += [stream_key(prefix, client_id), history_key(prefix, client_id)]
+        args += [bus_channel(prefix, client_id), sender or "", payload_json]
+    return keys, args
+
+
 def append_pushes(
     client: redis.Redis, prefix: str, settings: Settings, ids: Sequence[str], payload_json: str
 ) -> dict[str, Position]:
-    """Store and publish a server push to each of ``ids``, in one round trip; their positions."""
-    script = client.register_script(APPEND_SCRIPT)
-    pipe = client.pipeline(transaction=False)
-    for client_id in ids:
-        keys = [stream_key(prefix, client_id), history_key(prefix, client_id)]
-        args: list[str | int] = [bus_channel(prefix, client_id), "", payload_json]
-        args += [settings.size, settings.ttl, settings.stream_ttl]
-        script(keys=keys, args=args, client=pipe)
-    return {client_id: position_of(reply) for client_id, reply in zip(ids, pipe.execute(), strict=True)}
+    """Store and publish a server push to each of ``ids``, in one script call; their positions."""
+    keys, args = append_arguments(settings, [(client_id, None, payload_json) for client_id in ids], prefix)
+    replies = client.register_script(APPEND_SCRIPT)(keys=keys, args=args)
+    return {client_id: position_of(reply) for client_id, reply in zip(ids, replies, strict=True)}

@@ -1,6 +1,7 @@
 """The bus against a scripted Redis link (no server): subscriptions, publishing, receiving, keep-alive."""
 
 import asyncio
+import types
 from collections import deque
 
 import pytest
@@ -14,13 +15,15 @@ from relay.redis.resp import encode_command
 class ScriptedLink:
     """Stands in for RedisLink: records writes; the test plays Redis's replies."""
 
-    def __init__(self, url, name, on_reply):
+    def __init__(self, server, name, on_reply):
         self.on_reply = on_reply
         self.writes: list[bytes] = []
         self.up = asyncio.Event()
+        self.problem = "not connected yet"
         self._on_up, self._on_down = [], []
 
     connected = property(lambda self: self.up.is_set())
+    starting = property(lambda self: self.problem == "not connected yet")
 
     def on_up(self, callback):
         self._on_up.append(callback)
@@ -33,11 +36,13 @@ class ScriptedLink:
 
     def come_up(self):
         self.up.set()
+        self.problem = None
         for callback in self._on_up:
             callback()
 
     def go_down(self):
         self.up.clear()
+        self.problem = "connection lost"
         for callback in self._on_down:
             callback()
 
@@ -125,6 +130,7 @@ async def test_a_link_lost_while_a_subscribe_is_pending_leaves_nothing_stale(bus
 async def test_the_first_handshakes_after_a_start_wait_for_the_link(bus):
     link = bus._subscriber
     link.up.clear()
+    link.problem = "not connected yet"  # as a RedisLink is before its first connection
     joining = asyncio.ensure_future(bus.subscribe("x", first=True))
     await asyncio.sleep(0.01)
     assert link.writes == [] and not joining.done()
@@ -164,8 +170,8 @@ def message(client_id: str, data: bytes) -> list[bytes]:
 class RecordingLink(ScriptedLink):
     """A ScriptedLink that also records why it was aborted."""
 
-    def __init__(self, url, name, on_reply):
-        super().__init__(url, name, on_reply)
+    def __init__(self, server, name, on_reply):
+        super().__init__(server, name, on_reply)
         self.aborts: list[str] = []
 
     def abort(self, reason):
@@ -179,6 +185,7 @@ class FakeCommands:
     def __init__(self):
         self.connected = True
         self.sent: list[tuple[bytes, object]] = []
+        self.link = types.SimpleNamespace(problem="refused: WRONGPASS invalid username-password pair")
 
     def send(self, command, on_reply=None):
         self.sent.append((command, on_reply))
@@ -351,10 +358,10 @@ async def test_problem_reports_each_failure(make_bus):
     relay_bus = make_bus(commands=commands)
     assert relay_bus.problem() is None
     commands.connected = False
-    assert relay_bus.problem() == "no connection to Redis for publishing"
+    assert relay_bus.problem() == "commands: refused: WRONGPASS invalid username-password pair"
     commands.connected = True
     relay_bus._subscriber.go_down()
-    assert relay_bus.problem() == "no connection to Redis for subscriptions"
+    assert relay_bus.problem() == "subscriptions: connection lost"
     relay_bus._subscriber.come_up()
     assert relay_bus.problem() is None
     relay_bus._tasks[0].cancel()  # the dispatcher

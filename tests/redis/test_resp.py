@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import socket
-import sys
 import tempfile
 from collections import deque
 
@@ -13,6 +12,7 @@ from redis.connection import parse_url
 
 from relay.redis import resp
 from relay.redis.resp import CommandPipe, RedisLink, enable_keepalive, encode_command, setup_commands
+from relay.redis.servers import server_of
 
 
 async def until(predicate, timeout: float = 2.0) -> None:
@@ -153,7 +153,7 @@ def clock(monkeypatch) -> ManualClock:
 @pytest.fixture
 async def pipe(monkeypatch, clock):
     monkeypatch.setattr(resp, "RedisLink", ScriptedLink)
-    command_pipe = CommandPipe("redis://unused")
+    command_pipe = CommandPipe(server_of("redis://unused"))
     yield command_pipe
     command_pipe.close()
 
@@ -194,7 +194,7 @@ async def test_replies_reach_the_callbacks_of_their_commands_in_order(pipe, on_r
     for name in ("first", "second", "third"):
         pipe.send(publish(name.encode()), on_reply(name))
     await asyncio.sleep(0)
-    refused = hiredis.ReplyError("NOPERM this user has no permissions")
+    refused = hiredis.ReplyError("ERR wrong number of arguments for 'publish' command")
     pipe.link.on_reply(1)
     pipe.link.on_reply(refused)
     pipe.link.on_reply(0)
@@ -301,7 +301,16 @@ async def test_the_watchdog_leaves_a_link_with_nothing_in_flight_alone(pipe, clo
 # RedisLink, against a fake Redis in this process
 
 
+def bulk(text: str) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(text), text.encode())
+
+
+INFO_MASTER = bulk("# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_replid:" + "a" * 40 + "\r\n")
+
+
 def default_answer(command: list[bytes]) -> bytes | None:
+    if command[0].upper() == b"INFO":
+        return INFO_MASTER
     if command[0].upper() == b"PING":
         return b"+PONG\r\n"
     if command[0].upper() == b"PUBLISH":
@@ -399,7 +408,7 @@ async def open_link(redis_server):
     links: list[RedisLink] = []
 
     def open_(url: str, on_reply=None) -> RedisLink:
-        link = RedisLink(url, "test", on_reply or (lambda reply: None))
+        link = RedisLink(server_of(url), "test", on_reply or (lambda reply: None))
         links.append(link)
         return link
 
@@ -425,27 +434,68 @@ async def test_a_link_runs_the_setup_then_hands_on_the_replies_of_its_commands(r
     assert ups == [True]
     link.write(encode_command(b"PING"))
     await until(lambda: replies)
-    assert replies == [b"PONG"]  # the +OK of AUTH and SELECT are not handed on
-    assert redis_server.commands == [[b"AUTH", b"pw"], [b"SELECT", b"2"], [b"PING"]]
+    assert replies == [b"PONG"]  # the answers to AUTH, SELECT and INFO are not handed on
+    assert link.replication_id == "a" * 40  # kept for the streams' epochs
+    assert redis_server.commands == [[b"AUTH", b"pw"], [b"SELECT", b"2"], [b"INFO", b"replication"], [b"PING"]]
 
 
-async def test_an_auth_refusal_at_setup_is_logged(redis_server, open_link, caplog):
+async def test_an_auth_refusal_makes_the_link_down_with_the_reason_logged_once(
+    redis_server, open_link, caplog, monkeypatch
+):
+    monkeypatch.setattr(resp, "RECONNECT_DELAYS", (0.01,))
+    password = {"value": "wrong"}
+
     def answer(command):
-        if command[0] == b"AUTH":
+        if command[0] == b"AUTH" and command[-1] != password["value"].encode():
             return b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
-        return b"-NOAUTH Authentication required.\r\n"
+        return default_answer(command)
 
     redis_server.answer = answer
-    replies = []
-    link = open_link(f"redis://alice:wrong@127.0.0.1:{redis_server.port}", replies.append)
+    link = open_link(f"redis://alice:right@127.0.0.1:{redis_server.port}")
+    await until(lambda: redis_server.connections >= 3)  # it keeps trying, with a delay
+    assert not link.connected and not link.up.is_set()
+    assert link.problem == "cannot connect: refused: WRONGPASS invalid username-password pair or user is disabled."
+    refused = messages(caplog, "WRONGPASS")
+    assert len(refused) == 1 and refused[0].levelno == logging.WARNING  # once, not once per attempt
+    assert redis_server.commands[0] == [b"AUTH", b"alice", b"right"]
+    password["value"] = "right"  # the ACL is fixed: the link comes up by itself
     await asyncio.wait_for(link.up.wait(), 2)
-    link.write(encode_command(b"PING"))
-    await until(lambda: replies)
-    assert [str(reply) for reply in replies] == ["NOAUTH Authentication required."]  # only the PING's
-    refused = messages(caplog, "connection setup refused")
-    assert len(refused) == 1 and refused[0].levelno == logging.ERROR
-    assert "WRONGPASS" in refused[0].getMessage()
-    assert redis_server.commands[0] == [b"AUTH", b"alice", b"wrong"]
+    assert link.problem is None and len(messages(caplog, "connected again")) == 1
+
+
+@pytest.mark.parametrize(
+    ("role", "problem"),
+    [
+        (bulk("# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n"), "is a slave, not a master"),
+        (b"-LOADING Redis is loading the dataset in memory\r\n", "INFO refused: LOADING"),
+        (b"-NOPERM this user has no permissions to run the 'info' command\r\n", "needs +info"),
+    ],
+)
+async def test_a_replica_or_a_loading_redis_is_not_used(redis_server, open_link, monkeypatch, role, problem):
+    monkeypatch.setattr(resp, "RECONNECT_DELAYS", (0.01,))
+    redis_server.answer = lambda command: role if command[0] == b"INFO" else default_answer(command)
+    link = open_link(redis_server.url)
+    await until(lambda: link.problem and problem in link.problem)
+    assert not link.connected
+
+
+async def test_a_command_answered_readonly_or_noperm_drops_the_link_with_the_reason(redis_server, caplog):
+    redis_server.answer = lambda c: (
+        b"-READONLY You can't write against a read only replica.\r\n" if c[0] == b"HSET" else default_answer(c)
+    )
+    command_pipe = CommandPipe(server_of(redis_server.url))
+    try:
+        await asyncio.wait_for(command_pipe.link.up.wait(), 2)
+        replies = []
+        command_pipe.send(encode_command(b"HSET", b"k", b"f", b"v"), replies.append)
+        await until(lambda: replies)
+        assert str(replies[0]).startswith("READONLY")
+        await until(lambda: redis_server.connections == 2)  # dropped, and made again (sentinels are asked again)
+        assert (
+            len(messages(caplog, "READONLY You can't write against a read only replica.; dropping the connection")) == 1
+        )
+    finally:
+        command_pipe.close()
 
 
 async def test_a_lost_connection_is_made_again_and_the_callbacks_run(redis_server, open_link, caplog):
@@ -459,7 +509,12 @@ async def test_a_lost_connection_is_made_again_and_the_callbacks_run(redis_serve
     await until(lambda: len(events) == 3)
     assert events == [("up", True, True), ("down", False, False), ("up", True, True)]
     assert redis_server.connections == 2
-    assert redis_server.commands == [[b"AUTH", b"pw"], [b"AUTH", b"pw"]]  # the setup runs on each connection
+    assert redis_server.commands == [
+        [b"AUTH", b"pw"],
+        [b"INFO", b"replication"],
+        [b"AUTH", b"pw"],
+        [b"INFO", b"replication"],
+    ]  # on each connection
     assert len(messages(caplog, "connection lost; reconnecting")) == 1
     link.write(encode_command(b"PING"))
     await until(lambda: replies)
@@ -516,12 +571,14 @@ async def test_a_link_over_a_unix_socket(fake_redis, open_link, socket_dir):
     link.write(encode_command(b"PING"))
     await until(lambda: replies)
     assert replies == [b"PONG"]
-    assert server.commands == [[b"SELECT", b"4"], [b"PING"]]
+    assert server.commands == [[b"SELECT", b"4"], [b"INFO", b"replication"], [b"PING"]]
 
 
-def test_a_link_refuses_tls_urls():
-    with pytest.raises(ValueError, match="does not speak TLS"):
-        RedisLink("rediss://localhost:6380", "test", lambda reply: None)
+async def test_a_tls_link_to_a_plain_server_fails_with_the_reason(redis_server, open_link, monkeypatch):
+    monkeypatch.setattr(resp, "RECONNECT_DELAYS", (0.01,))
+    link = open_link(f"rediss://127.0.0.1:{redis_server.port}?ssl_cert_reqs=none")
+    await until(lambda: link.problem and link.problem.startswith("cannot connect: "))
+    assert not link.connected and redis_server.commands == []  # nothing was sent in the clear
 
 
 async def test_a_command_pipe_over_a_link_hands_on_replies_and_a_lost_connection(redis_server):
@@ -534,7 +591,7 @@ async def test_a_command_pipe_over_a_link_hands_on_replies_and_a_lost_connection
 
     redis_server.answer = answer
     replies = []
-    command_pipe = CommandPipe(redis_server.url)
+    command_pipe = CommandPipe(server_of(redis_server.url))
     try:
         await asyncio.wait_for(command_pipe.link.up.wait(), 2)
         for name in (b"ok", b"denied", b"ok"):
@@ -556,12 +613,6 @@ async def test_a_command_pipe_over_a_link_hands_on_replies_and_a_lost_connection
         await asyncio.sleep(0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RedisLink reconnects at once, without RECONNECT_DELAYS, after a connection that is lost right "
-    "after it was made (Redis at maxclients accepts, sends -ERR and closes): a tight loop of connects, "
-    "on_up callbacks and warnings",
-)
 async def test_a_redis_that_drops_every_connection_at_once_is_not_reconnected_to_in_a_tight_loop(
     redis_server, open_link
 ):
@@ -574,13 +625,6 @@ async def test_a_redis_that_drops_every_connection_at_once_is_not_reconnected_to
     assert redis_server.connections <= 10 and len(ups) <= 10, f"{redis_server.connections} connections in 0.3 s"
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 12),
-    strict=True,
-    reason="RedisLink.close() called as a connection completes is lost on Python 3.11: asyncio.wait_for "
-    "swallows the task's cancellation when the awaited coroutine is already done, so the link reconnects "
-    "after close() (and keeps doing so)",
-)
 async def test_a_link_closed_as_its_connection_completes_does_not_reconnect(redis_server, open_link, monkeypatch):
     link = open_link(redis_server.url)
     loop = asyncio.get_running_loop()
@@ -597,11 +641,6 @@ async def test_a_link_closed_as_its_connection_completes_does_not_reconnect(redi
     assert redis_server.connections == 1 and not link.connected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RedisLink.up is documented as 'set while connected', but close() cancels the run task while it "
-    "waits for the connection to be lost, so up.clear() never runs and up stays set after close()",
-)
 async def test_up_is_cleared_when_the_link_is_closed(redis_server, open_link):
     link = open_link(redis_server.url)
     await asyncio.wait_for(link.up.wait(), 2)
@@ -611,24 +650,20 @@ async def test_up_is_cleared_when_the_link_is_closed(redis_server, open_link):
     assert not link.up.is_set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reply callback that raises when the link goes down propagates out of CommandPipe._fail_in_flight "
-    "into RedisLink._run, which ends: the link never reconnects, and the callbacks queued after it never hear",
-)
 async def test_a_reply_callback_that_raises_does_not_stop_the_pipe(redis_server):
-    redis_server.answer = lambda command: None  # no answers: the commands stay in flight
+    # The setup is answered, the commands are not: they stay in flight.
+    redis_server.answer = lambda command: INFO_MASTER if command[0] == b"INFO" else None
     replies = []
 
     def broken(reply):
         raise RuntimeError("a bug in a callback")
 
-    command_pipe = CommandPipe(redis_server.url)
+    command_pipe = CommandPipe(server_of(redis_server.url))
     try:
         await asyncio.wait_for(command_pipe.link.up.wait(), 2)
         command_pipe.send(publish(b"a"), broken)
         command_pipe.send(publish(b"b"), replies.append)
-        await until(lambda: len(redis_server.commands) == 2)
+        await until(lambda: len(redis_server.commands) == 3)
         redis_server.drop_connections()
         await asyncio.sleep(0.1)
         assert replies == [resp.LINK_LOST]  # the other command still hears

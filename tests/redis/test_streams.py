@@ -11,6 +11,7 @@ from relay.redis.keys import bus_channel, history_key, stream_key
 from relay.redis.streams import Entry, Position, Recovery, Settings, Stream, recover
 
 SETTINGS = Settings(size=5, ttl=300, stream_ttl=3600)
+WIDE = Settings(size=100, ttl=300, stream_ttl=3600)
 
 
 def entries(first: int, last: int, time_: int = 1000) -> tuple[Entry, ...]:
@@ -25,30 +26,36 @@ def stream(last: int, kept: tuple[Entry, ...], now: int = 1000, epoch: str = "e1
 
 
 def test_nothing_missed_is_a_recovery_with_nothing_to_replay():
-    assert recover(Position("e1", 7), stream(7, entries(3, 7)), ttl=300) == Recovery(True)
+    assert recover(Position("e1", 7), stream(7, entries(3, 7)), SETTINGS) == Recovery(True)
+
+
+def test_only_the_last_size_entries_are_kept_even_if_the_list_holds_more():
+    listed = stream(10, entries(4, 10))  # the list is trimmed lazily: 7 entries for a size of 5
+    assert recover(Position("e1", 5), listed, SETTINGS) == Recovery(True, entries(6, 10))
+    assert recover(Position("e1", 4), listed, SETTINGS) == Recovery(False, reason="too_old")
 
 
 def test_every_missed_entry_is_replayed_in_order():
-    assert recover(Position("e1", 4), stream(7, entries(3, 7)), ttl=300) == Recovery(True, entries(5, 7))
+    assert recover(Position("e1", 4), stream(7, entries(3, 7)), SETTINGS) == Recovery(True, entries(5, 7))
 
 
 def test_a_first_connection_has_no_position():
-    assert recover(None, stream(7, entries(3, 7)), ttl=300) == Recovery(False, reason="no_position")
+    assert recover(None, stream(7, entries(3, 7)), SETTINGS) == Recovery(False, reason="no_position")
 
 
 @pytest.mark.parametrize("since", [Position("old", 4), Position("e1", 8)])
 def test_another_epoch_or_a_position_ahead_of_the_stream(since):
-    assert recover(since, stream(7, entries(3, 7)), ttl=300) == Recovery(False, reason="epoch_changed")
+    assert recover(since, stream(7, entries(3, 7)), SETTINGS) == Recovery(False, reason="epoch_changed")
 
 
 def test_more_missed_than_kept_is_too_old_and_replays_nothing():
-    assert recover(Position("e1", 1), stream(7, entries(3, 7)), ttl=300) == Recovery(False, reason="too_old")
+    assert recover(Position("e1", 1), stream(7, entries(3, 7)), SETTINGS) == Recovery(False, reason="too_old")
 
 
 def test_entries_past_their_ttl_are_not_kept():
     kept = entries(5, 6, time_=600) + entries(7, 7, time_=990)
-    assert recover(Position("e1", 4), stream(7, kept, now=1000), ttl=300) == Recovery(False, reason="too_old")
-    assert recover(Position("e1", 6), stream(7, kept, now=1000), ttl=300) == Recovery(True, entries(7, 7, 990))
+    assert recover(Position("e1", 4), stream(7, kept, now=1000), WIDE) == Recovery(False, reason="too_old")
+    assert recover(Position("e1", 6), stream(7, kept, now=1000), WIDE) == Recovery(True, entries(7, 7, 990))
 
 
 def test_position_covers():
@@ -73,9 +80,8 @@ def store(redis_url):
 
 def read(client: redis.Redis, prefix: str, client_id: str) -> Stream:
     script = client.register_script(streams.READ_SCRIPT)
-    return streams.parse_stream(
-        script(keys=[stream_key(prefix, client_id), history_key(prefix, client_id)], args=[3600])
-    )
+    keys = [stream_key(prefix, client_id), history_key(prefix, client_id)]
+    return streams.parse_stream(script(keys=keys, args=[3600, streams.new_epoch(), ""]), streams.now())
 
 
 def test_appends_count_up_in_one_epoch_and_publish_what_they_store(store):
@@ -94,18 +100,36 @@ def test_appends_count_up_in_one_epoch_and_publish_what_they_store(store):
     assert [(e.offset, e.sender, e.payload_json) for e in kept.entries] == [
         (n + 1, None, f'{{"n":{n}}}') for n in range(3)
     ]
-    assert abs(kept.now - time.time()) < 5 and all(abs(e.time - kept.now) < 5 for e in kept.entries)
+    assert all(abs(e.time - time.time()) < 5 for e in kept.entries)
 
 
-def test_the_list_keeps_the_last_size_entries_and_both_keys_expire(store):
+def test_the_list_is_trimmed_to_size_once_it_holds_a_quarter_more_and_both_keys_expire(store):
     client, prefix = store
-    for n in range(8):
-        streams.append_pushes(client, prefix, SETTINGS, ["bob"], str(n))
+    size = Settings(size=8, ttl=300, stream_ttl=3600)
+    for n in range(10):
+        streams.append_pushes(client, prefix, size, ["bob"], str(n))
+    assert [e.offset for e in read(client, prefix, "bob").entries] == list(range1(1, 10))  # 10 <= 8 + 2
+    streams.append_pushes(client, prefix, size, ["bob"], "10")
     kept = read(client, prefix, "bob")
-    assert kept.position.offset == 8
-    assert [e.offset for e in kept.entries] == [4, 5, 6, 7, 8]
-    assert 0 < client.ttl(history_key(prefix, "bob")) <= 300
+    assert kept.position.offset == 11
+    assert [e.offset for e in kept.entries] == list(range1(4, 11))
+    assert 300 < client.ttl(history_key(prefix, "bob")) <= 600  # twice the TTL: each entry lives its TTL
     assert 300 < client.ttl(stream_key(prefix, "bob")) <= 3600
+
+
+def range1(first: int, last: int) -> range:
+    return range(first, last + 1)
+
+
+def test_expiry_is_pushed_back_at_most_every_half_ttl(store):
+    client, prefix = store
+    streams.append_pushes(client, prefix, SETTINGS, ["bob"], "1")
+    client.expire(history_key(prefix, "bob"), 50)  # as if time had passed since
+    streams.append_pushes(client, prefix, SETTINGS, ["bob"], "2")
+    assert client.ttl(history_key(prefix, "bob")) <= 50  # within TTL/2 of the last push-back: not again
+    client.hset(stream_key(prefix, "bob"), "r", streams.now() - 200)  # longer ago than TTL/2 = 150 s
+    streams.append_pushes(client, prefix, SETTINGS, ["bob"], "3")
+    assert client.ttl(history_key(prefix, "bob")) > 500
 
 
 def test_one_push_to_several_ids_gets_a_position_in_each(store):
@@ -138,7 +162,34 @@ def test_payloads_and_senders_survive_the_round_trip(store):
     client, prefix = store
     history = client.register_script(streams.APPEND_SCRIPT)
     payload = '{"text":"line\\nbreak é 😀","n":[1,null]}'
-    keys = [stream_key(prefix, "bob"), history_key(prefix, "bob")]
-    history(keys=keys, args=[bus_channel(prefix, "bob"), "alice", payload, 5, 300, 3600])
+    keys, args = streams.append_arguments(SETTINGS, [("bob", "alice", payload)], prefix)
+    history(keys=keys, args=args)
     (entry,) = read(client, prefix, "bob").entries
     assert (entry.sender, entry.payload_json) == ("alice", payload)
+
+
+def test_one_script_call_stores_a_batch_in_order_even_for_one_id(store):
+    client, prefix = store
+    batch = [("a", "s1", "1"), ("b", "s1", "2"), ("a", "s2", "3")]
+    keys, args = streams.append_arguments(SETTINGS, batch, prefix)
+    replies = client.register_script(streams.APPEND_SCRIPT)(keys=keys, args=args)
+    assert [streams.position_of(r).offset for r in replies] == [1, 1, 2]
+    assert [(e.sender, e.payload_json) for e in read(client, prefix, "a").entries] == [("s1", "1"), ("s2", "3")]
+
+
+def test_a_stream_written_under_another_master_starts_a_new_epoch(store):
+    """After a failover the promoted replica may lack entries: its offsets must not pass for the old ones."""
+    client, prefix = store
+    history = client.register_script(streams.APPEND_SCRIPT)
+
+    def append(replication_id: str) -> Position:
+        keys, args = streams.append_arguments(SETTINGS, [("bob", "alice", "1")], prefix, replication_id)
+        return streams.position_of(history(keys=keys, args=args)[0])
+
+    first, same = append("a" * 40), append("a" * 40)
+    assert same == Position(first.epoch, 2)
+    promoted = append("b" * 40)  # a writer that learned the new master's replication id
+    assert promoted.epoch != first.epoch and promoted.offset == 3  # offsets only grow; the epoch tells
+    real = client.info("replication")["master_replid"]
+    by_push = streams.append_pushes(client, prefix, SETTINGS, ["bob"], "2")["bob"]  # asks INFO itself
+    assert by_push.epoch != promoted.epoch and append(real) == Position(by_push.epoch, 5)

@@ -231,3 +231,25 @@ def test_check_deploy_warns_when_anyone_can_claim_any_id():
     result = check_deploy(**PRODUCTION_ENV, RELAY_ALLOW_QUERY_ID="1")
     assert result.returncode != 0
     assert "relay.W001" in result.stderr
+
+
+def test_check_deploy_warns_when_the_token_secret_is_the_secret_key():
+    """Issue 12: a backend given the token secret would hold Django's SECRET_KEY; check --deploy was silent."""
+    env = {name: value for name, value in PRODUCTION_ENV.items() if name != "RELAY_TOKEN_SECRET"}
+    result = check_deploy(**env)
+    assert result.returncode != 0
+    assert "relay.W006" in result.stderr
+    assert check_deploy(**env, RELAY_TOKEN_SECRETS=f"{'n' * 40},{'o' * 40}").returncode == 0
+
+
+def test_check_deploy_warns_where_a_client_could_forge_a_server_push():
+    """Issue 12: the original framing with client-to-client sends makes a client's frame a push's bytes."""
+    result = check_deploy(**PRODUCTION_ENV, RELAY_FRAMINGS="relay.v1,original")
+    assert result.returncode != 0
+    assert "relay.W005" in result.stderr
+
+
+def test_check_deploy_warns_when_the_demo_is_turned_on_in_production():
+    result = check_deploy(**PRODUCTION_ENV, RELAY_DEMO="1")
+    assert result.returncode != 0
+    assert "relay.W010" in result.stderr

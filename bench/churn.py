@@ -1,0 +1,357 @@
+"""``make churn``: clients that keep dropping and resuming, under steady load; nothing may be lost.
+
+One relay process with delivery history (``REDIS_URL``), ``--clients`` relay.v1 clients in
+pairs (``i`` sends to ``i ^ 1``) at ``--rate`` messages/s in total, each message with an
+``id``. Every client, at random every ``--min-up``..``--max-up`` seconds, closes its
+connection, stays away up to ``--max-down`` seconds (its partner keeps sending to it),
+and reconnects with ``?since=<epoch>:<offset>`` of the last delivery it saw. After
+``--duration`` seconds everyone is connected again and the run drains.
+
+Exact accounting, after deduplication by offset (as a client does): every message the
+client wrote is delivered to its target exactly once and in the order sent; ``lost``
+(written, never delivered), ``duplicates`` (the same message at two offsets),
+``out_of_order``, resumes that did not recover and error frames must all be 0. Acks are
+counted (``unacked``: their sender had dropped the connection before the ack came).
+Latency is reported for live deliveries, and for all (replays wait for the resume).
+Exits 1 on any loss or fault. Results in ``bench/results/churn-*.json``.
+"""
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import loadgen  # noqa: E402
+from bench.run import RESULTS, Daphne, finish, server_env  # noqa: E402
+
+NS = 1_000_000_000
+COUNTERS = (
+    "sent", "acked", "unacked", "delivered", "lost", "duplicates", "out_of_order", "resumes", "not_recovered",
+    "errors", "failed_connects", "unexpected_closes",
+)  # fmt: skip
+
+
+class Connection(asyncio.Protocol):
+    """One relay.v1 connection of a churning client: handshake, frames, and nothing else."""
+
+    def __init__(self, client: "ChurnClient", host: str, port: int, path: str) -> None:
+        self.client = client
+        key = base64.b64encode(os.urandom(16))
+        self.accept_key = base64.b64encode(hashlib.sha1(key + loadgen.GUID).digest())
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: relay.v1\r\n"
+            f"Sec-WebSocket-Key: {key.decode()}\r\n\r\n"
+        ).encode()
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.open = False
+        self.closing = False
+        self.buffer = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        if not self.opened.done():
+            self.opened.set_result(False)
+        elif not self.closing:
+            self.client.stats["unexpected_closes"] += 1
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        data = self.buffer + data
+        self.buffer = b""
+        if not self.open:
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if not sep:
+                self.buffer = data
+                return
+            if not head.startswith(b"HTTP/1.1 101") or self.accept_key not in head:
+                self.transport.abort()
+                return
+            self.open = True
+            self.opened.set_result(True)
+            data = rest
+        frames, self.buffer = loadgen.split_frames(data)
+        for _, _, opcode, payload in frames:
+            if opcode == 1:
+                self.client.on_frame(json.loads(payload))
+            elif opcode == 9:
+                self.transport.write(loadgen.mask_frame(0xA, payload))
+            elif opcode == 8 and not self.closing:
+                self.close()
+
+    def send(self, data: dict) -> None:
+        if self.transport is not None and self.open and not self.closing:
+            self.transport.write(loadgen.mask_frame(1, json.dumps(data, separators=(",", ":")).encode()))
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.write(loadgen.mask_frame(8, (1000).to_bytes(2, "big")))
+
+
+class ChurnClient:
+    """A client id that sends to its partner, drops its connection now and then, and resumes."""
+
+    def __init__(self, worker: "Worker", cid: int) -> None:
+        self.worker = worker
+        self.stats = worker.stats
+        self.cid = cid
+        self.partner = cid ^ 1
+        self.connection: Connection | None = None
+        self.position: tuple[str, int] | None = None  # (epoch, offset) of the last delivery
+        self.sent: dict[int, int] = {}  # seq -> send time (ns), until acked
+        self.seq = 0
+        self.expected_next = 0  # the partner's next seq this client must receive
+        self.ready = asyncio.Event()  # connected, and the resume (if any) announced
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None and self.connection.open and not self.connection.closing
+
+    async def connect(self) -> bool:
+        url = urlsplit(self.worker.spec["url"])
+        since = f"{self.position[0]}:{self.position[1]}" if self.position else ""
+        connection = Connection(self, url.hostname, url.port, f"{url.path}?id={self.cid}&since={since}")
+        self.ready.clear()
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: connection, url.hostname, url.port), 20)
+            if not await asyncio.wait_for(connection.opened, 20):
+                raise OSError("refused")
+            self.connection = connection
+            await asyncio.wait_for(self.ready.wait(), 20)
+            return True
+        except (TimeoutError, OSError):
+            self.stats["failed_connects"] += 1
+            if connection.transport is not None:
+                connection.transport.abort()
+            return False
+
+    async def drop(self) -> None:
+        connection = self.connection
+        if connection is not None:
+            self.connection = None
+            connection.close()
+            try:
+                await asyncio.wait_for(connection.closed, 5)
+            except TimeoutError:
+                connection.transport.abort()
+
+    def send_next(self) -> None:
+        if not self.connected:
+            return
+        now = time.monotonic_ns()
+        self.connection.send(
+            {"targets": [self.partner], "payload": {"from": self.cid, "seq": self.seq, "ts": now}, "id": self.seq}
+        )
+        self.sent[self.seq] = now
+        self.worker.expected.add((self.cid, self.seq))
+        self.seq += 1
+        self.stats["sent"] += 1
+
+    def on_frame(self, frame: dict) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            position = (frame["epoch"], frame["offset"])
+            if self.position and position[0] == self.position[0] and position[1] <= self.position[1]:
+                return  # already seen (deduplicated by offset)
+            self.position = position
+            self.worker.delivered(self, frame["payload"])
+        elif kind == "ack":
+            if self.sent.pop(frame["ref"], None) is not None:
+                self.stats["acked"] += 1
+                self.worker.acked.add((self.cid, frame["ref"]))
+        elif kind == "recovered":
+            if self.position is None:
+                self.position = (frame["epoch"], frame["offset"])  # the first connection learns it
+            else:
+                self.stats["resumes"] += 1
+                if not frame["recovered"]:
+                    self.stats["not_recovered"] += 1
+                    self.worker.samples.append(frame)
+            self.ready.set()
+        else:
+            self.stats["errors"] += 1
+            if len(self.worker.samples) < 5:
+                self.worker.samples.append(frame)
+
+
+class Worker:
+    """One process's clients: connect, churn, send, account."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.stats = dict.fromkeys(COUNTERS, 0)
+        self.clients = {cid: ChurnClient(self, cid) for cid in spec["ids"]}
+        self.received: dict[int, set[int]] = {cid: set() for cid in spec["ids"]}  # sender -> seqs delivered
+        self.acked: set[tuple[int, int]] = set()
+        self.expected: set[tuple[int, int]] = set()  # every (sender, seq) written to a socket
+        self.live_latency: list[int] = []
+        self.all_latency: list[int] = []
+        self.samples: list[dict] = []
+        self.measuring = False
+
+    def delivered(self, client: ChurnClient, payload: dict) -> None:
+        sender, seq = payload["from"], payload["seq"]
+        got = self.received[sender]
+        if seq in got:
+            self.stats["duplicates"] += 1
+            return
+        got.add(seq)
+        self.stats["delivered"] += 1
+        if seq != client.expected_next:
+            self.stats["out_of_order"] += 1
+        client.expected_next = seq + 1
+        if self.measuring:
+            latency = time.monotonic_ns() - payload["ts"]
+            self.all_latency.append(latency)
+            if client.ready.is_set():
+                self.live_latency.append(latency)
+
+    async def churn(self, client: ChurnClient, until: int) -> None:
+        spec = self.spec
+        while time.monotonic_ns() < until:
+            await asyncio.sleep(random.uniform(spec["min_up"], spec["max_up"]))
+            if time.monotonic_ns() >= until:
+                break
+            await client.drop()
+            await asyncio.sleep(random.uniform(0, spec["max_down"]))
+            while not await client.connect():
+                await asyncio.sleep(0.5)
+
+    async def send_load(self, until: int) -> None:
+        clients = list(self.clients.values())
+        interval = NS / (self.spec["rate"] * len(clients) / self.spec["total_clients"])
+        scheduled, i = time.monotonic_ns(), 0
+        while scheduled < until:
+            now = time.monotonic_ns()
+            while scheduled <= now:
+                clients[i % len(clients)].send_next()
+                scheduled += interval
+                i += 1
+            await asyncio.sleep(max(0.0, (scheduled - time.monotonic_ns()) / NS))
+
+    async def run(self) -> dict:
+        spec = self.spec
+        limit = asyncio.Semaphore(64)
+
+        async def first(client: ChurnClient) -> None:
+            async with limit:
+                await client.connect()
+
+        await asyncio.gather(*(first(c) for c in self.clients.values()))
+        until = time.monotonic_ns() + int(spec["duration"] * NS)
+        self.measuring = True
+        await asyncio.gather(self.send_load(until), *(self.churn(c, until) for c in self.clients.values()))
+        self.measuring = False
+        for client in self.clients.values():  # everyone back for the drain
+            if not client.connected:
+                await client.connect()
+        deadline = time.monotonic() + spec["drain"]
+        while time.monotonic() < deadline and self.missing():
+            await asyncio.sleep(0.1)
+        self.stats["unacked"] = sum(len(c.sent) for c in self.clients.values())
+        self.stats["lost"] = len(self.missing())
+        for client in self.clients.values():
+            await client.drop()
+        return {
+            **self.stats,
+            "live_latency": self.live_latency,
+            "all_latency": self.all_latency,
+            "samples": self.samples,
+        }
+
+    def missing(self) -> set[tuple[int, int]]:
+        """Messages written to the relay and not delivered (yet): acked or not, since a frame
+        written before a client's close is still read by the server."""
+        return {(sender, seq) for sender, seq in self.expected if seq not in self.received[sender]}
+
+
+def _worker_main(pipe, spec: dict) -> None:
+    pipe.send(asyncio.run(Worker(spec).run()))
+
+
+def percentiles(values: list[int]) -> dict:
+    values = sorted(values)
+    pick = loadgen.percentile
+    return {name: loadgen._us(pick(values, q)) for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=1000, help="messages/s in total")
+    parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument("--min-up", type=float, default=2.0)
+    parser.add_argument("--max-up", type=float, default=6.0)
+    parser.add_argument("--max-down", type=float, default=1.0)
+    parser.add_argument("--drain", type=float, default=30)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    env = {**server_env(args.redis_url), "RELAY_RATE_LIMIT": "off"}
+    server = Daphne("relay", env, RESULTS / f"churn-{stamp}.log")
+    try:
+        server.wait_ready()
+        print(
+            f"churn: {args.clients} clients, {args.rate:g} msg/s, each away up to {args.max_down:g} s every "
+            f"{args.min_up:g}-{args.max_up:g} s, for {args.duration:g} s ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        ctx = multiprocessing.get_context("spawn")
+        pairs = range(args.clients // 2)
+        procs, pipes = [], []
+        for index in range(args.workers):
+            ids = [cid for pair in pairs[index :: args.workers] for cid in (2 * pair, 2 * pair + 1)]
+            spec = {**vars(args), "url": server.url, "ids": ids, "total_clients": args.clients}
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(child, spec), daemon=True)
+            proc.start()
+            procs.append(proc)
+            pipes.append(parent)
+        reports = [pipe.recv() for pipe in pipes]
+        for proc in procs:
+            proc.join(10)
+    finally:
+        server.stop()
+    totals = {name: sum(r[name] for r in reports) for name in COUNTERS}
+    live = [ns for r in reports for ns in r["live_latency"]]
+    every = [ns for r in reports for ns in r["all_latency"]]
+    report = {
+        **totals,
+        "latency_live_us": percentiles(live),
+        "latency_all_us": percentiles(every),
+        "samples": [s for r in reports for s in r["samples"]][:10],
+        "log_problems": server.problems()[:20],
+    }
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=2))
+    informative = ("sent", "acked", "unacked", "delivered", "resumes")
+    failures = [f"{name}: {totals[name]}" for name in COUNTERS if name not in informative and totals[name]]
+    if totals["resumes"] == 0:
+        failures.append("no client resumed: the churn did not happen")
+    return finish(f"churn-{stamp}.json", {"args": vars(args), "report": report}, failures)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
