@@ -9,7 +9,7 @@ as plain Channels code can send it itself.
 """
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from relay import presence, protocol
 from relay.conf import conf
 from relay.protocol import JSON
-from relay.redis import streams
-from relay.redis.clients import sync_client
+from relay.redis import servers, streams
 from relay.redis.keys import bus_channel
 from relay.redis.messages import encode_disconnect
 
@@ -68,6 +67,16 @@ class Sent:
         return "Sent to " + ", ".join(parts) + "."
 
 
+def append_pushes(history: streams.Settings, ids: Sequence[str], payload_json: str) -> dict[str, streams.Position]:
+    """Store and publish a push in the stream of each of ``ids``, one script call per Redis shard."""
+    shards = servers.configured()
+    positions: dict[str, streams.Position] = {}
+    for index, on_shard in servers.group_by_shard(ids, shards, servers.layer_prefix()).items():
+        client = servers.sync_client(shards[index])
+        positions.update(streams.append_pushes(client, conf.RELAY_REDIS_PREFIX, history, on_shard, payload_json))
+    return {client_id: positions[client_id] for client_id in ids}
+
+
 def default_layer() -> BaseChannelLayer:
     """The site's default channel layer; a clear error where there is none (check relay.E019)."""
     layer = get_channel_layer()
@@ -102,9 +111,8 @@ async def push(ids: tuple[str, ...], payload_json: str) -> Sent:
     online = frozenset(await presence.aonline(ids))
     history = streams.configured()
     if history is not None:
-        append = sync_to_async(streams.append_pushes, thread_sensitive=False)
-        client = sync_client(conf.RELAY_REDIS_URL or "")
-        return Sent(ids, online, await append(client, conf.RELAY_REDIS_PREFIX, history, ids, payload_json))
+        positions = await sync_to_async(append_pushes, thread_sensitive=False)(history, ids, payload_json)
+        return Sent(ids, online, positions)
     layer = default_layer()
     event = deliver_event(payload_json)
     for client_id in ids:
@@ -128,8 +136,10 @@ def send(targets: Targets, payload: JSON) -> Sent:
     return async_to_sync(asend)(targets, payload)
 
 
-def validate_disconnect(client_id: str | int, code: int, reason: str) -> str:
+def validate_disconnect(client_id: str | int, code: int, reason: str, session_key: str | None = None) -> str:
     """The client id to disconnect; ValueError for an id, code or reason a close frame cannot carry."""
+    if session_key is not None and (not isinstance(session_key, str) or not session_key or "\n" in session_key):
+        raise ValueError(f"{session_key!r} is not a session key.")
     target = protocol.normalize_client_id(client_id)
     if target is None:
         raise ValueError(f"{client_id!r} is not a client id (1-64 characters of A-Z a-z 0-9 _ . -).")
@@ -140,40 +150,44 @@ def validate_disconnect(client_id: str | int, code: int, reason: str) -> str:
     return target
 
 
-def disconnect(client_id: str | int, code: int = 4000, reason: str = "") -> int:
+def disconnect(client_id: str | int, code: int = 4000, reason: str = "", *, session_key: str | None = None) -> int:
     """Close every connection of ``client_id``, in every relay process, with ``code`` and ``reason``.
 
-    Returns how many processes were asked: those holding connections of the id (0 when
-    it has none open). Raises ValueError for a bad id, code or reason, and redis-py's
-    errors when Redis cannot be reached. Reconnecting is not prevented: refuse the
-    client's next handshake (expire its token, log the user out) for that.
+    With ``session_key``, only the connections that Django session authenticated (what
+    logging out does: relay.logout). Returns how many processes were asked: those holding
+    connections of the id (0 when it has none open). Raises ValueError for a bad id, code,
+    reason or session key, and redis-py's errors when Redis cannot be reached.
+    Reconnecting is not prevented: refuse the client's next handshake (expire its token,
+    log the user out) for that.
     """
-    target = validate_disconnect(client_id, code, reason)
-    if conf.RELAY_REDIS_URL is None:
-        return async_to_sync(disconnect_here)(target, code, reason)
-    return publish_disconnect(target, code, reason)
+    target = validate_disconnect(client_id, code, reason, session_key)
+    if not servers.configured():
+        return async_to_sync(disconnect_here)(target, code, reason, session_key)
+    return publish_disconnect(target, code, reason, session_key)
 
 
-async def adisconnect(client_id: str | int, code: int = 4000, reason: str = "") -> int:
+async def adisconnect(
+    client_id: str | int, code: int = 4000, reason: str = "", *, session_key: str | None = None
+) -> int:
     """``disconnect``, from async code."""
-    target = validate_disconnect(client_id, code, reason)
-    if conf.RELAY_REDIS_URL is None:
-        return await disconnect_here(target, code, reason)
-    return await sync_to_async(publish_disconnect, thread_sensitive=False)(target, code, reason)
+    target = validate_disconnect(client_id, code, reason, session_key)
+    if not servers.configured():
+        return await disconnect_here(target, code, reason, session_key)
+    return await sync_to_async(publish_disconnect, thread_sensitive=False)(target, code, reason, session_key)
 
 
-def publish_disconnect(client_id: str, code: int, reason: str) -> int:
+def publish_disconnect(client_id: str, code: int, reason: str, session_key: str | None = None) -> int:
     """With Redis: order every process holding ``client_id`` to close it; how many were asked."""
-    url = conf.RELAY_REDIS_URL
-    assert url is not None  # called only with Redis
+    shards = servers.configured()
+    server = shards[servers.shard_index(client_id, len(shards), servers.layer_prefix())]
     channel = bus_channel(conf.RELAY_REDIS_PREFIX, client_id)
-    return int(sync_client(url).publish(channel, encode_disconnect(code, reason)))
+    return int(servers.sync_client(server).publish(channel, encode_disconnect(code, reason, session_key)))
 
 
-async def disconnect_here(client_id: str, code: int, reason: str) -> int:
+async def disconnect_here(client_id: str, code: int, reason: str, session_key: str | None = None) -> int:
     """Without Redis: close the connections of ``client_id`` in this process; 1 if it had any."""
     # The in-memory layer serves one process: the engine runs here if anything does.
     from relay.server.hub import local_hubs
 
-    closed = [await hub.disconnect(client_id, code, reason) for hub in local_hubs()]
+    closed = [await hub.disconnect(client_id, code, reason, session_key) for hub in local_hubs()]
     return 1 if any(closed) else 0

@@ -14,29 +14,19 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from relay.connections import Connection
+from relay.connections import Connection, FromConnection
 from relay.protocol import CALL_NAME_PATTERN, JSON
 from relay.threads import as_async
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Call:
+class Call(FromConnection):
     """A call from a client: the function's ``name``, the ``payload`` it was given, the frame's ``id``."""
 
     connection: Connection
     name: str
     payload: JSON
     id: str | int
-
-    @property
-    def sender(self) -> str:
-        """The caller's client id."""
-        return self.connection.client_id
-
-    @property
-    def user(self) -> Any:
-        """The caller's Django user for a session login, else None."""
-        return self.connection.user
 
 
 CallFunction = Callable[[Call], Awaitable[JSON]]

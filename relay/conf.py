@@ -4,9 +4,11 @@ Each property reads ``django.conf.settings`` at access time, so ``override_setti
 works in tests and nothing needs resetting.
 """
 
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from django.conf import settings
+
+from relay.protocol import FRAMING_ORIGINAL, SUBPROTOCOL_V1
 
 T = TypeVar("T")
 
@@ -43,17 +45,38 @@ class Settings:
         return setting("RELAY_TOKEN_SECRET", "") or settings.SECRET_KEY
 
     @property
+    def RELAY_TOKEN_SECRETS(self) -> list[str]:
+        """The HS256 secrets of client tokens: the first signs, every one verifies (rotation).
+
+        Defaults to ``[RELAY_TOKEN_SECRET]``.
+        """
+        secrets: list[str] | None = setting("RELAY_TOKEN_SECRETS", None)
+        return [self.RELAY_TOKEN_SECRET] if secrets is None else list(secrets)
+
+    @property
+    def RELAY_TOKEN_AUDIENCE(self) -> str | None:
+        """The ``aud`` every client token must carry; None checks no audience."""
+        return setting("RELAY_TOKEN_AUDIENCE", None)
+
+    @property
+    def RELAY_TOKEN_ISSUER(self) -> str | None:
+        """The ``iss`` every client token must carry; None checks no issuer."""
+        return setting("RELAY_TOKEN_ISSUER", None)
+
+    @property
     def RELAY_TOKEN_LEEWAY(self) -> float:
         """Seconds of clock skew tolerated when checking a token's ``exp``."""
         return setting("RELAY_TOKEN_LEEWAY", 10)
 
     @property
     def RELAY_ALLOWED_ORIGINS(self) -> list[str]:
-        """Browser origins allowed to connect: host patterns as in ALLOWED_HOSTS, full origins, or "*"."""
+        """Browser origins allowed besides the request's own: full origins as in CSRF_TRUSTED_ORIGINS, or "*".
+
+        ``"https://app.example.com"``, ``"https://*.example.com"`` (its subdomains). Unset:
+        none, so only pages of the relay's own origin connect (as Django's CSRF check).
+        """
         origins: list[str] | None = setting("RELAY_ALLOWED_ORIGINS", None)
-        if origins is None:
-            return list(settings.ALLOWED_HOSTS)
-        return list(origins)
+        return [] if origins is None else list(origins)
 
     @property
     def RELAY_IDENTITY_BACKENDS(self) -> list[str]:
@@ -93,26 +116,20 @@ class Settings:
         return setting("RELAY_RATE_LIMIT_CLOSE_AFTER", 50)
 
     @property
-    def RELAY_REDIS_URL(self) -> str | None:
-        """The Redis that carries client frames between processes and holds presence.
+    def RELAY_REDIS_URL(self) -> str | list[str] | None:
+        """The Redis servers of the bus, presence and history: a URL or a list of them (shards).
 
-        Defaults to the first host of a channels-redis default layer, so one Redis is
-        configured once; ``None`` (the in-memory layer) relays within this process only.
+        Unset: the hosts of a channels-redis default layer (``relay.redis.servers``), so
+        that one setting names them; ``None``: no Redis (this process relays only to itself).
         """
-        if hasattr(settings, "RELAY_REDIS_URL"):
-            url: str | None = setting("RELAY_REDIS_URL", None)
-            return url
-        layers: dict[str, dict[str, Any]] = setting("CHANNEL_LAYERS", {}) or {}  # None or missing: relay.E019
-        layer = layers.get("default") or {}
-        if not layer.get("BACKEND", "").startswith("channels_redis."):
-            return None
-        hosts = layer.get("CONFIG", {}).get("hosts") or ["redis://localhost:6379"]
-        return redis_url_of_host(hosts[0])
+        url: str | list[str] | None = setting("RELAY_REDIS_URL", None)
+        return url
 
     @property
-    def RELAY_HISTORY(self) -> bool:
-        """Whether deliveries are kept in a stream per client id (default: where Redis is configured)."""
-        return setting("RELAY_HISTORY", self.RELAY_REDIS_URL is not None)
+    def RELAY_HISTORY(self) -> bool | None:
+        """Whether deliveries are kept in a stream per client id; None (the default): where there is Redis."""
+        history: bool | None = setting("RELAY_HISTORY", None)
+        return history
 
     @property
     def RELAY_HISTORY_SIZE(self) -> int:
@@ -155,6 +172,29 @@ class Settings:
         return setting("RELAY_MAX_PENDING_BYTES", 1024 * 1024)
 
     @property
+    def RELAY_MAX_CONNECTIONS_PER_ID(self) -> int:
+        """Connections one client id may hold in one process; the next handshake is refused."""
+        return setting("RELAY_MAX_CONNECTIONS_PER_ID", 20)
+
+    @property
+    def RELAY_FRAMINGS(self) -> list[str]:
+        """The framings clients may choose: ``"relay.v1"`` and ``"original"`` (no subprotocol).
+
+        Defaults to both with DEBUG on, else ``relay.v1`` only: in the original framing a
+        delivery is the bare payload, so a client's message and a server push look the same.
+        """
+        default = [SUBPROTOCOL_V1, FRAMING_ORIGINAL]
+        return setting("RELAY_FRAMINGS", default if settings.DEBUG else default[:1])
+
+    @property
+    def RELAY_TRUSTED_PROXIES(self) -> list[str]:
+        """Addresses or networks of the proxies whose X-Forwarded-For names the client.
+
+        A peer on a unix socket (a proxy on this host) is always trusted.
+        """
+        return setting("RELAY_TRUSTED_PROXIES", [])
+
+    @property
     def RELAY_SHUTDOWN_TIMEOUT(self) -> float:
         """Seconds a SIGTERM'd process waits for its clients to close before it exits anyway."""
         return setting("RELAY_SHUTDOWN_TIMEOUT", 5.0)
@@ -169,15 +209,10 @@ class Settings:
         """A bearer token that may read /relay/metrics from anywhere; None for none."""
         return setting("RELAY_METRICS_TOKEN", None)
 
-
-def redis_url_of_host(host: Any) -> str | None:
-    """The URL of a channels-redis ``hosts`` entry: a URL, ``("host", port)``, or a dict with ``address``."""
-    if isinstance(host, (tuple, list)):
-        return f"redis://{host[0]}:{host[1]}"
-    if isinstance(host, str):
-        return host
-    address = host.get("address") if isinstance(host, dict) else None
-    return address if isinstance(address, str) else None
+    @property
+    def RELAY_DEMO(self) -> bool:
+        """Whether /relay/demo/ serves the demo (clients chatting in one page) and its call answers."""
+        return setting("RELAY_DEMO", False)
 
 
 conf = Settings()

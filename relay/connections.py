@@ -20,3 +20,20 @@ class Connection:
     user: Any = None
     data: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     scope: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+
+class FromConnection:
+    """What a client sent (a message, a call): who sent it, from its ``connection``."""
+
+    __slots__ = ()
+    connection: Connection
+
+    @property
+    def sender(self) -> str:
+        """The sender's client id."""
+        return self.connection.client_id
+
+    @property
+    def user(self) -> Any:
+        """The sender's Django user for a session login, else None."""
+        return self.connection.user

@@ -15,14 +15,14 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from relay.connections import Connection
+from relay.connections import Connection, FromConnection
 from relay.exceptions import Reject
 from relay.protocol import JSON
 from relay.threads import as_async
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Message:
+class Message(FromConnection):
     """A client frame on its way to its targets, as message handlers see it.
 
     ``targets`` are client ids, distinct, in the sender's order; ``payload`` is the
@@ -33,16 +33,6 @@ class Message:
     targets: tuple[str, ...]
     payload: JSON
     id: str | int | None = None
-
-    @property
-    def sender(self) -> str:
-        """The sender's client id."""
-        return self.connection.client_id
-
-    @property
-    def user(self) -> Any:
-        """The sender's Django user for a session login, else None."""
-        return self.connection.user
 
     def replace(self, **changes: Any) -> "Message":
         """A copy with ``changes`` (``payload=``, ``targets=``), for a handler to return."""

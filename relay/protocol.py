@@ -18,6 +18,8 @@ JSON: TypeAlias = Any
 
 #: The subprotocol that wraps every server frame in an envelope.
 SUBPROTOCOL_V1 = "relay.v1"
+#: The framing of a connection without a subprotocol: a delivery is the bare payload (RELAY_FRAMINGS).
+FRAMING_ORIGINAL = "original"
 
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -43,6 +45,9 @@ CALL_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
+#: The user logged out of the site: the sockets their session opened are closed (4000-4999: the
+#: site's range; 4000 is relay.disconnect's default, 4001-4013 the unknown-daphne fallbacks).
+CLOSE_LOGGED_OUT = 4401
 
 
 def group_for(client_id: str) -> str:

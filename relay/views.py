@@ -3,6 +3,7 @@
 import asyncio
 import hmac
 import ipaddress
+import logging
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -11,7 +12,11 @@ from relay.api import default_layer
 from relay.conf import conf
 from relay.exceptions import LAYER_ERRORS
 from relay.identity.handshake import bearer_credentials
+from relay.identity.peers import resolve_client
+from relay.logs import field
 from relay.server.hub import running_hub
+
+logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 2.0
 
@@ -38,29 +43,76 @@ async def layer_round_trip() -> None:
     await asyncio.gather(receiving, return_exceptions=True)
 
 
-async def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the channel layer round-trips and the relay's bus is up; 503 with the reason."""
+async def health_problem() -> tuple[str, str] | None:
+    """Why this process should not get traffic now: a short category and the full reason; None if healthy.
+
+    Categories: ``draining`` (SIGTERM: it is closing its sockets), ``channel_layer`` (a
+    message did not round-trip the layer), ``redis`` (the relay's own Redis connections are down).
+    """
+    hub = running_hub()  # none yet: no connection has come, nothing to report
+    if hub is not None and hub.draining:
+        return "draining", "the process is shutting down (SIGTERM)"
     try:
         await asyncio.wait_for(layer_round_trip(), HEALTH_TIMEOUT)
     except LAYER_ERRORS as exc:
         reason = "the channel layer did not answer in time" if isinstance(exc, asyncio.TimeoutError) else str(exc)
-        return JsonResponse({"status": "unavailable", "reason": f"channel layer: {reason}"}, status=503)
-    hub = running_hub()  # none yet: no connection has come, nothing to report
+        return "channel_layer", f"channel layer: {reason}"
     problem = hub.problem() if hub is not None else None
     if problem:
-        return JsonResponse({"status": "unavailable", "reason": f"bus: {problem}"}, status=503)
-    return JsonResponse({"status": "ok"})
+        return "redis", f"bus: {problem}"
+    return None
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the channel layer round-trips and the relay's bus is up; 503 with a short reason.
+
+    Anyone may ask, so the answer never holds an address, a port or a server's error
+    text (``{"status": "unavailable", "reason": "redis"}``): the full reason is logged,
+    and given as ``detail`` to a request with the metrics token.
+    """
+    problem = await health_problem()
+    if problem is None:
+        return JsonResponse({"status": "ok"})
+    category, detail = problem
+    logger.warning("event=unhealthy reason=%s detail=%s", category, field(detail))
+    body = {"status": "unavailable", "reason": category}
+    if has_metrics_token(request):
+        body["detail"] = detail
+    return JsonResponse(body, status=503)
+
+
+def has_metrics_token(request: HttpRequest) -> bool:
+    """Whether the request carries ``Authorization: Bearer <RELAY_METRICS_TOKEN>``."""
+    token = conf.RELAY_METRICS_TOKEN
+    if not token:
+        return False
+    given = bearer_credentials(request.headers.get("Authorization", ""))
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address: resolved by ``relay_http_application`` already, or here.
+
+    Here means without that middleware in front of Django: REMOTE_ADDR is then the
+    socket's peer, unless daphne runs with ``--proxy-headers`` (which the README says to
+    drop), and X-Forwarded-For counts only from RELAY_TRUSTED_PROXIES (relay.identity.peers).
+    """
+    scope = getattr(request, "scope", {})
+    if "relay_peer" in scope:  # PeerMiddleware ran
+        client = scope.get("client")
+    else:
+        remote = request.META.get("REMOTE_ADDR")
+        forwarded = request.headers.get("X-Forwarded-For")
+        client = resolve_client((remote, 0) if remote else None, forwarded, conf.RELAY_TRUSTED_PROXIES)
+    return str(client[0]) if client else None
 
 
 def metrics_allowed(request: HttpRequest) -> bool:
     """Whether the request may read metrics: the bearer token, or an allowed address."""
-    token = conf.RELAY_METRICS_TOKEN
-    if token:
-        given = bearer_credentials(request.headers.get("Authorization", ""))
-        if given and hmac.compare_digest(given.encode(), token.encode()):
-            return True
+    if has_metrics_token(request):
+        return True
     try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        address = ipaddress.ip_address(client_ip(request) or "")
     except ValueError:
         return False
     return any(address in ipaddress.ip_network(allowed, strict=False) for allowed in conf.RELAY_METRICS_ALLOWED_IPS)

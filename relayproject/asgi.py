@@ -12,7 +12,7 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from relay.routing import relay_websocket_application  # noqa: E402
+from relay.routing import relay_http_application, relay_websocket_application  # noqa: E402
 
 if settings.DEBUG:
     # make run: the admin's CSS and JS straight from the apps; production serves
@@ -21,7 +21,7 @@ if settings.DEBUG:
 
 application = ProtocolTypeRouter(
     {
-        "http": http_application,
+        "http": relay_http_application(http_application),
         "websocket": relay_websocket_application(),
     }
 )

@@ -37,9 +37,17 @@ def test_defaults_are_clean(settings):
         ("RELAY_TOKEN_LEEWAY", 0),
         ("RELAY_TOKEN_LEEWAY", 2.5),
         ("RELAY_ALLOWED_ORIGINS", []),
-        ("RELAY_ALLOWED_ORIGINS", ("example.com",)),
-        ("RELAY_ALLOWED_ORIGINS", ["example.com", "https://app.example.com:8443", "*"]),
+        ("RELAY_ALLOWED_ORIGINS", ("https://example.com",)),
+        ("RELAY_ALLOWED_ORIGINS", ["https://*.example.com", "https://app.example.com:8443", "http://[::1]:8000", "*"]),
         ("RELAY_ALLOWED_ORIGINS", None),
+        ("RELAY_FRAMINGS", ["relay.v1"]),
+        ("RELAY_FRAMINGS", ("original",)),
+        ("RELAY_FRAMINGS", ["original", "relay.v1"]),
+        ("RELAY_MAX_CONNECTIONS_PER_ID", 1),
+        ("RELAY_TRUSTED_PROXIES", []),
+        ("RELAY_TRUSTED_PROXIES", ["127.0.0.1", "10.0.0.0/8", "::1"]),
+        ("RELAY_TOKEN_AUDIENCE", "relay"),
+        ("RELAY_TOKEN_ISSUER", "https://accounts.example.com"),
         ("RELAY_SEND_POLICY", "relay.server.policies.SameIdOnly"),
         ("RELAY_RATE_LIMIT", "1/d"),
         ("RELAY_RATE_LIMIT", "10/min"),
@@ -89,6 +97,29 @@ def test_valid_values_pass(name, value):
         ({"RELAY_ALLOWED_ORIGINS": ["example.com", 1]}, "relay.E006"),
         ({"RELAY_ALLOWED_ORIGINS": [b"example.com"]}, "relay.E006"),
         ({"RELAY_ALLOWED_ORIGINS": 5}, "relay.E006"),
+        # Host patterns of older releases (any scheme, any port): not origins, so they allow nothing.
+        ({"RELAY_ALLOWED_ORIGINS": ["example.com"]}, "relay.E024"),
+        ({"RELAY_ALLOWED_ORIGINS": [".example.com", "https://ok.example.com"]}, "relay.E024"),
+        ({"RELAY_ALLOWED_ORIGINS": ["https://user@example.com"]}, "relay.E024"),
+        ({"RELAY_ALLOWED_ORIGINS": ["ws://example.com"]}, "relay.E024"),
+        ({"RELAY_ALLOWED_ORIGINS": ["https://example.com/path"]}, "relay.E024"),
+        ({"RELAY_ALLOWED_ORIGINS": ["https://ex*.com"]}, "relay.E024"),
+        ({"RELAY_FRAMINGS": []}, "relay.E025"),
+        ({"RELAY_FRAMINGS": "relay.v1"}, "relay.E025"),
+        ({"RELAY_FRAMINGS": ["relay.v2"]}, "relay.E025"),
+        ({"RELAY_FRAMINGS": None}, "relay.E025"),
+        ({"RELAY_MAX_CONNECTIONS_PER_ID": 0}, "relay.E026"),
+        ({"RELAY_MAX_CONNECTIONS_PER_ID": "20"}, "relay.E026"),
+        ({"RELAY_MAX_CONNECTIONS_PER_ID": None}, "relay.E026"),
+        ({"RELAY_TRUSTED_PROXIES": "127.0.0.1"}, "relay.E027"),
+        ({"RELAY_TRUSTED_PROXIES": ["localhost"]}, "relay.E027"),
+        ({"RELAY_TRUSTED_PROXIES": None}, "relay.E027"),
+        ({"RELAY_TOKEN_SECRETS": []}, "relay.E028"),
+        ({"RELAY_TOKEN_SECRETS": "s" * 40}, "relay.E028"),
+        ({"RELAY_TOKEN_SECRETS": ["s" * 40, "short"]}, "relay.E028"),
+        ({"RELAY_TOKEN_SECRETS": ["s" * 40], "RELAY_TOKEN_SECRET": "t" * 40}, "relay.E028"),
+        ({"RELAY_TOKEN_AUDIENCE": ""}, "relay.E029"),
+        ({"RELAY_TOKEN_ISSUER": 5}, "relay.E029"),
         ({"RELAY_SEND_POLICY": "relay.server.policies.NoSuchPolicy"}, "relay.E007"),
         ({"RELAY_SEND_POLICY": "no_such_module.Policy"}, "relay.E007"),
         ({"RELAY_SEND_POLICY": "SameIdOnly"}, "relay.E007"),
@@ -183,25 +214,36 @@ def test_several_wrong_settings_give_several_errors():
         assert ids(check_settings()) == ["relay.E001", "relay.E002", "relay.E009"]
 
 
+#: What a production site sets, so that each deploy warning below shows alone: relay.v1 only,
+#: a token secret of its own, no demo.
+PRODUCTION = {
+    "RELAY_ALLOW_QUERY_ID": False,
+    "RELAY_FRAMINGS": ["relay.v1"],
+    "RELAY_TOKEN_SECRET": "t" * 40,
+    "RELAY_DEMO": False,
+}
+
+
 @pytest.mark.parametrize(
     ("overrides", "warning_ids"),
     [
-        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": ["example.com"]}, []),
-        ({"RELAY_ALLOW_QUERY_ID": True, "RELAY_ALLOWED_ORIGINS": ["example.com"]}, ["relay.W001"]),
-        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": ["example.com", "*"]}, ["relay.W002"]),
+        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": ["https://example.com"]}, []),
+        ({"RELAY_ALLOW_QUERY_ID": True, "RELAY_ALLOWED_ORIGINS": ["https://example.com"]}, ["relay.W001"]),
+        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": ["https://example.com", "*"]}, ["relay.W002"]),
         ({"RELAY_ALLOW_QUERY_ID": True, "RELAY_ALLOWED_ORIGINS": ["*"]}, ["relay.W001", "relay.W002"]),
-        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": None, "ALLOWED_HOSTS": ["*"]}, ["relay.W002"]),
+        # ALLOWED_HOSTS no longer lists browser origins: "*" there lets no foreign page connect.
+        ({"RELAY_ALLOW_QUERY_ID": False, "RELAY_ALLOWED_ORIGINS": None, "ALLOWED_HOSTS": ["*"]}, []),
     ],
 )
 def test_deploy_warnings(overrides, warning_ids):
-    with override_settings(**overrides):
+    with override_settings(**{**PRODUCTION, **overrides}):
         warnings = check_deploy()
     assert ids(warnings) == warning_ids
     assert all(isinstance(warning, checks.Warning) for warning in warnings)
 
 
 def test_checks_are_registered():
-    with override_settings(RELAY_MAX_TARGETS=0, RELAY_ALLOW_QUERY_ID=True):
+    with override_settings(**{**PRODUCTION, "RELAY_MAX_TARGETS": 0, "RELAY_ALLOW_QUERY_ID": True}):
         assert ids(checks.run_checks(tags=["relay"])) == ["relay.E002"]
         assert set(ids(checks.run_checks(tags=["relay"], include_deployment_checks=True))) == {
             "relay.E002",
@@ -233,3 +275,78 @@ def test_history_asked_for_without_redis_is_a_warning(settings):
 def test_site_code_and_history_settings_that_are_fine(settings, name, value):
     setattr(settings, name, value)
     assert check_settings() == []
+
+
+# --- hardening (issue 12) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warning_ids"),
+    [
+        ({"RELAY_FRAMINGS": ["relay.v1", "original"]}, ["relay.W005"]),
+        ({"RELAY_FRAMINGS": ["original"], "RELAY_SEND_POLICY": "relay.server.policies.SameIdOnly"}, []),
+        ({"RELAY_FRAMINGS": ["relay.v1"]}, []),
+    ],
+)
+def test_deploy_warns_where_a_client_can_forge_a_server_push(overrides, warning_ids):
+    """The original framing with client-to-client sends: a client's message is the bytes of a push."""
+    with override_settings(**{**PRODUCTION, **overrides}):
+        assert ids(check_deploy()) == warning_ids
+
+
+SECRET_KEY = "the-site-secret-key-0123456789-0123456789-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        ({"RELAY_TOKEN_SECRET": None}, True),  # unset: SECRET_KEY
+        ({"RELAY_TOKEN_SECRET": ""}, True),
+        ({"RELAY_TOKEN_SECRET": SECRET_KEY}, True),
+        ({"RELAY_TOKEN_SECRET": None, "RELAY_TOKEN_SECRETS": ["n" * 40, SECRET_KEY]}, True),
+        ({"RELAY_TOKEN_SECRET": "t" * 40}, False),
+        ({"RELAY_TOKEN_SECRET": None, "RELAY_TOKEN_SECRETS": ["n" * 40, "o" * 40]}, False),
+    ],
+)
+def test_deploy_warns_when_the_token_secret_is_the_secret_key(overrides, warned):
+    """A backend given the token secret must not hold Django's SECRET_KEY (sessions, password resets)."""
+    with override_settings(**{**PRODUCTION, "SECRET_KEY": SECRET_KEY, **overrides}):
+        warnings = check_deploy()
+    assert ids(warnings) == (["relay.W006"] if warned else [])
+    if warned:
+        assert "SECRET_KEY" in warnings[0].msg and "RELAY_TOKEN_SECRET" in warnings[0].hint
+
+
+def test_no_browser_origin_at_all_is_a_warning(settings):
+    """ALLOWED_HOSTS empty with DEBUG off, and no RELAY_ALLOWED_ORIGINS: no page could ever connect."""
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = []
+    (warning,) = check_settings()
+    assert (warning.id, isinstance(warning, checks.Warning)) == ("relay.W004", True)
+    settings.RELAY_ALLOWED_ORIGINS = ["https://app.example.com"]
+    assert check_settings() == []
+    del settings.RELAY_ALLOWED_ORIGINS
+    settings.DEBUG = True  # Django's rule: an empty ALLOWED_HOSTS under DEBUG means localhost
+    assert check_settings() == []
+
+
+def test_old_host_patterns_are_an_error_saying_how_to_write_them(settings):
+    settings.RELAY_ALLOWED_ORIGINS = [".example.com"]
+    (error,) = check_settings()
+    assert error.id == "relay.E024"
+    assert "'.example.com'" in error.msg
+    assert "'https://*.example.com'" in error.hint
+
+
+def test_the_demo_setting_is_a_boolean_and_a_deploy_warning_when_on():
+    from relay.checks import check_demo, check_demo_deploy
+
+    with override_settings(RELAY_DEMO="yes"):
+        assert ids(check_demo()) == ["relay.E030"]
+    with override_settings(RELAY_DEMO=False):
+        assert check_demo() == check_demo_deploy() == []
+    with override_settings(**{**PRODUCTION, "RELAY_DEMO": True}):
+        assert check_demo() == []
+        assert ids(check_demo_deploy()) == ["relay.W010"]
+        assert "relay.W010" in ids(checks.run_checks(tags=["relay"], include_deployment_checks=True))
+        assert "relay.W010" not in ids(checks.run_checks(tags=["relay"]))

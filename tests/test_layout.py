@@ -23,7 +23,14 @@ FORBIDDEN = {
     "relay.api": ("relay.server", "relay.contrib", "relay.redis.resp", "relay.redis.bus"),
     "relay.contrib.http_api": ("relay.server", "relay.redis", "relay.contrib.admin"),
     "relay.contrib.admin": ("relay.server", "relay.redis"),
+    # The asyncio client runs in any program, without Django settings: the wire rules only.
+    "relay.client": ("django", "channels", "relay.conf", "relay.api", "relay.identity", "relay.server", "relay.redis"),
+    "relay.demo": ("relay.server", "relay.redis", "relay.contrib"),
+    "relay.testing": ("relay.server", "relay.redis", "relay.contrib"),
 }
+
+#: The only module that may import relay.client (websockets is the optional [client] extra).
+CLIENT_USERS = {"relay.management.commands.relay_listen"}
 
 
 def module_name(path: Path) -> str:
@@ -68,6 +75,8 @@ def test_imports_follow_the_layout(path):
             assert not bad, f"{name} imports {bad}"
     if not name.startswith("relay.contrib"):
         assert not [i for i in imports if i.startswith("relay.contrib")], f"{name} imports an optional contrib app"
+    if name not in CLIENT_USERS | {"relay.client"}:
+        assert not [i for i in imports if i == "relay.client" or i.startswith("relay.client.")], f"{name} imports it"
 
 
 def test_the_rules_see_every_subpackage():
@@ -78,6 +87,7 @@ def test_the_rules_see_every_subpackage():
         "relay.redis",
         "relay.contrib.http_api",
         "relay.contrib.admin",
+        "relay.demo",
     } <= packages
 
 

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.http.cookie import parse_cookie
 from django.utils.module_loading import import_string
 
+from relay import logs
 from relay.conf import conf
 from relay.exceptions import InvalidToken, Refused
 from relay.identity.handshake import bearer_credentials, client_address, header, query_params
@@ -47,6 +48,9 @@ class Identity:
     #: Short name of the backend that decided ("token", "session", "query_id", ...).
     #: Left empty, :func:`identify` fills in the backend's ``name``.
     backend: str = ""
+    #: The key of the Django session that proved the identity (session logins), else None:
+    #: when that session logs out, its connections are closed (4401).
+    session_key: str | None = None
 
 
 class IdentityBackend:
@@ -141,7 +145,7 @@ class SessionBackend(IdentityBackend):
         client_id = normalize_client_id(raw_id)
         if client_id is None:  # e.g. a primary key or a username that is an e-mail address
             raise Refused("invalid_id", "the session user's client id (get_client_id) is not a valid client id")
-        return Identity(client_id, user=user, backend=self.name)
+        return Identity(client_id, user=user, backend=self.name, session_key=session_key)
 
     def get_client_id(self, user: Any) -> str | None:
         """The client id of a logged-in user: ``str(user.pk)``; None lets the next backend decide.
@@ -222,7 +226,7 @@ def identity_error(scope: "RelayScope", name: str, exc: Exception) -> Refused:
         "event=identity_error backend=%s peer=%s path=%s",
         name,
         client_address(scope),
-        scope.get("path"),
+        logs.field(scope.get("path", "")),
         exc_info=exc,
     )
     return Refused("identity_error", f"{name}: {type(exc).__name__}: {exc}")

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketScope
 
+from relay.logs import field
 from relay.metrics import HANDSHAKES_REFUSED
 
 if TYPE_CHECKING:
@@ -48,23 +49,30 @@ def query_params(scope: WebSocketScope) -> dict[str, list[str]]:
 
 
 def client_address(scope: WebSocketScope) -> str:
-    """host:port of the peer, for logs."""
+    """host:port of the client (host alone when a proxy named it), for logs; escaped as a log field.
+
+    ``scope["client"]`` is the address the relay's ``PeerMiddleware`` resolved: the
+    socket's peer, or X-Forwarded-For from a trusted proxy (``RELAY_TRUSTED_PROXIES``).
+    """
     client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "-"
+    if not client:
+        return "-"
+    return field(f"{client[0]}:{client[1]}" if client[1] else str(client[0]))
 
 
 def record_refusal(scope: WebSocketScope, reason: str, detail: str = "") -> None:
     """Log one line and count a refused handshake.
 
     ``reason`` is a short fixed word (a metrics label); ``detail`` says more, for the log.
+    The path and the detail hold what the client sent: they are escaped (``relay.logs.field``).
     """
     HANDSHAKES_REFUSED.labels(reason).inc()
     logger.info(
-        "event=refused peer=%s path=%s reason=%s detail=%r",
+        "event=refused peer=%s path=%s reason=%s detail=%s",
         client_address(scope),
-        scope.get("path"),
+        field(scope.get("path", "")),
         reason,
-        detail[:200],
+        field(detail[:200]),
     )
 
 

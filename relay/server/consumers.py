@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
+import hiredis
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketReceiveEvent
 from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
@@ -17,8 +18,9 @@ from relay.exceptions import Refused, Reject
 from relay.handlers import HandlerError, Message, load_handlers, run_handlers
 from relay.identity.handshake import client_address, record_refusal
 from relay.redis import streams
+from relay.server import framings
 from relay.server.daphne import asgi_close_code, server_connection
-from relay.server.hub import get_hub
+from relay.server.hub import MAYBE_LOST, get_hub
 from relay.server.membership import GroupMembership
 from relay.server.policies import refused_targets, send_policy
 from relay.server.resume import requested_resume
@@ -58,7 +60,11 @@ class RelayConsumer(AsyncConsumer):
         identity = cast("RelayScope", scope)["relay_identity"]
         self.client_id: str = identity.client_id
         self.info = Connection(identity.client_id, uuid.uuid4().hex, identity.user, identity.data, scope)
-        self.subprotocol = protocol.SUBPROTOCOL_V1 if protocol.SUBPROTOCOL_V1 in scope.get("subprotocols", ()) else None
+        # The client's choice where RELAY_FRAMINGS allows it; a framing it does not is refused below.
+        self.framings = conf.RELAY_FRAMINGS
+        self.subprotocol = framings.negotiate(scope.get("subprotocols", ()), self.framings)
+        #: The session that authenticated the connection (session logins): logging out closes it.
+        self.session_key = identity.session_key
         self.hub = get_hub()
         # Limits, policy and handlers are read once per connection: a missing setting
         # costs Django an exception on every read, a visible share of a frame's CPU.
@@ -68,6 +74,7 @@ class RelayConsumer(AsyncConsumer):
         self.max_targets = conf.RELAY_MAX_TARGETS
         self.max_message_bytes = conf.RELAY_MAX_MESSAGE_BYTES
         self.max_pending_bytes = conf.RELAY_MAX_PENDING_BYTES
+        self.max_connections = conf.RELAY_MAX_CONNECTIONS_PER_ID
         self.policy = send_policy()
         self.handlers = load_handlers(tuple(conf.RELAY_MESSAGE_HANDLERS))
         self.connection = server_connection(send)
@@ -83,6 +90,7 @@ class RelayConsumer(AsyncConsumer):
             await self.refuse_handshake(Refused("draining", "the process is shutting down"))
             return
         try:
+            framings.check_allowed(self.subprotocol, self.framings)
             resume = requested_resume(scope, self.subprotocol)
         except Refused as refusal:
             await self.refuse_handshake(refusal)
@@ -91,7 +99,9 @@ class RelayConsumer(AsyncConsumer):
             self.held = []
         layer = get_channel_layer(self.channel_layer_alias)
         membership = (
-            GroupMembership(layer, protocol.group_for(self.client_id), self.handle_layer_event, self.hub.redis_up)
+            GroupMembership(
+                layer, protocol.group_for(self.client_id), self.handle_layer_event, self.hub.redis_up(self.client_id)
+            )
             if layer
             else None
         )
@@ -100,7 +110,12 @@ class RelayConsumer(AsyncConsumer):
         code = None
         try:
             if membership is not None:
-                await membership.join()
+                await membership.join(wait=self.hub.redis_starting(self.client_id))
+            # Checked here, with no await until hub.join counts this one: handshakes of one id
+            # arriving together cannot all pass the limit.
+            if self.hub.connections_of(self.client_id) >= self.max_connections:
+                await self.refuse_handshake(self.too_many_connections())
+                return
             self.in_hub = True  # join counts the connection at once, so leave must follow
             await self.hub.join(self, self.accept)
             accepted = True
@@ -144,6 +159,14 @@ class RelayConsumer(AsyncConsumer):
         if self.in_hub:
             self.leave_hub()
 
+    def too_many_connections(self) -> Refused:
+        """The refusal of a handshake past RELAY_MAX_CONNECTIONS_PER_ID, naming the setting."""
+        return Refused(
+            "too_many_connections",
+            f"{self.client_id} has {self.max_connections} connections open in this process already "
+            "(RELAY_MAX_CONNECTIONS_PER_ID)",
+        )
+
     async def refuse_handshake(self, refusal: Refused) -> None:
         """Answer the handshake with HTTP 403 (a close before accept), logged and counted."""
         record_refusal(self.scope, refusal.reason, refusal.detail)
@@ -156,7 +179,7 @@ class RelayConsumer(AsyncConsumer):
         Deliveries that arrive meanwhile were held (``self.held``); those the replay or the
         position already covers are dropped, so nothing is missed and nothing doubled.
         """
-        history = self.hub.history
+        history = self.hub.stream_history(self.client_id)
         if history is None:
             await self.send_text(protocol.encode_recovered(False, 0, "history_off"))
             return
@@ -167,7 +190,7 @@ class RelayConsumer(AsyncConsumer):
             await self.send_text(protocol.encode_recovered(False, 0, "unavailable"))
             await self.release_held(None)
             return
-        recovery = streams.recover(since, stream, history.settings.ttl)
+        recovery = streams.recover(since, stream, history.settings)
         for entry in recovery.entries:
             position = streams.Position(stream.position.epoch, entry.offset)
             await self.send_text(protocol.encode_delivery(self.subprotocol, entry.sender, entry.payload_json, position))
@@ -253,7 +276,8 @@ class RelayConsumer(AsyncConsumer):
         if isinstance(frame, protocol.PingFrame):
             await self.send_text(protocol.encode_pong(self.subprotocol, frame.ref))
             return
-        relayed = await self.apply_site_code(frame)
+        # Without a policy or handlers (the fast path) the frame goes on as it is.
+        relayed = await self.apply_site_code(frame) if self.policy is not None or self.handlers else frame
         if relayed is not None:
             await self.hub.relay(self, relayed)
             if self.hub.history is None:  # handed to this process's sockets already (with history: from Redis)
@@ -365,8 +389,10 @@ class RelayConsumer(AsyncConsumer):
         """Send one delivery to the client, or hold it while a resume replays what came before."""
         if self.held is not None:
             self.held.append((text, position))
-            return
-        await self.send_text(text)
+        elif self.connection is not None:
+            self.send_to_daphne(text)  # as send_text does, one call less on the per-message path
+        else:
+            await self.send_text(text)
 
     async def send_text(self, text: str) -> None:
         """Send one text frame to the client; close a client that stopped reading."""
@@ -403,6 +429,11 @@ class RelayConsumer(AsyncConsumer):
         """Send an error frame to the client."""
         metrics.ERRORS.labels(code).inc()
         await self.send_text(protocol.encode_error(self.subprotocol, code, detail, ref))
+
+    def on_relay_reply(self, reply: Any) -> None:
+        """Redis's reply to one of this connection's frames that needs no ack: only a failure is news."""
+        if isinstance(reply, hiredis.ReplyError):
+            self.post_error(protocol.UNAVAILABLE, MAYBE_LOST)
 
     def post_error(self, code: str, detail: str, ref: Any = None) -> None:
         """Send an error frame from sync code."""

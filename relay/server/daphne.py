@@ -10,7 +10,12 @@ cannot say under daphne:
   daphne's ``websocket.close`` calls, only allows 1000 and 3000-4999 (django/daphne#374);
 - telling a client why its connection failed: daphne leaves autobahn's ``failByDrop``
   on, so a frame over daphne's size limit drops the TCP connection (the client sees
-  1006) instead of closing with 1009.
+  1006) instead of closing with 1009;
+- bounding what the kernel holds for a client that does not read: the socket's send
+  buffer grows to ``net.ipv4.tcp_wmem``'s maximum (4 MiB) where the relay's own limit
+  cannot see it, so each accepted TCP socket gets ``TCP_NOTSENT_LOWAT``;
+- the socket's own peer: with ``--proxy-headers`` daphne puts whatever X-Forwarded-For
+  a client sends in ``scope["client"]``.
 
 Under another server ``server_connection`` returns None and the relay closes through
 ASGI. So it does under a daphne whose internals are not the ones this module knows
@@ -20,6 +25,7 @@ ASGI. So it does under a daphne whose internals are not the ones this module kno
 
 import functools
 import logging
+import socket
 from typing import Any
 
 from asgiref.typing import ASGISendCallable
@@ -33,7 +39,14 @@ TRANSPORT_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen")
 #: 3000-4999), mapped to the private-use code 3000 above them: 1001 -> 4001 and so on.
 ASGI_CLOSE_CODES = {1001: 4001, 1008: 4008, 1009: 4009, 1011: 4011, 1013: 4013}
 
+#: Unsent bytes the kernel may hold for one accepted TCP socket (``TCP_NOTSENT_LOWAT``):
+#: past them, what a client does not read stays in Twisted's buffer, where the relay counts
+#: it against RELAY_MAX_PENDING_BYTES. Bytes in flight are not limited, so a fast client on
+#: a long link is not slowed down (``SO_SNDBUF`` would be: it caps those too).
+KERNEL_UNSENT_BYTES = 64 * 1024
+
 _warned = False
+_warned_proxy_headers = False
 
 
 class DaphneConnection:
@@ -43,6 +56,7 @@ class DaphneConnection:
         self._protocol = protocol
         self._transport = protocol.transport
         protocol.failByDrop = False  # send the close code (1009, 1002, ...) before dropping
+        bound_kernel_buffer(self._transport)
 
     def send(self, text: str) -> int | None:
         """Send a text frame; return the bytes not yet sent to the client, or None if closing.
@@ -63,6 +77,65 @@ class DaphneConnection:
         """Start the closing handshake with ``code``; the peer is dropped if it does not answer."""
         if self._protocol.state == self._protocol.STATE_OPEN:
             self._protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None, isReply=False)
+
+
+def bound_kernel_buffer(transport: Any) -> bool:
+    """Let the kernel hold at most KERNEL_UNSENT_BYTES unsent for this TCP socket; whether it could.
+
+    Unix sockets (behind a proxy on this host) keep their fixed buffer (``net.core.wmem_default``);
+    a TLS transport has no socket to reach.
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    sock = get_handle() if callable(get_handle) else None
+    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, KERNEL_UNSENT_BYTES)
+        else:  # elsewhere a fixed send buffer, which caps the bytes in flight too
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * KERNEL_UNSENT_BYTES)
+    except OSError as exc:
+        logger.warning("event=socket_buffer_unbounded error=%s", exc)
+        return False
+    return True
+
+
+def socket_peer(send: ASGISendCallable, default: tuple[str, int] | None) -> tuple[str, int] | None:
+    """The address of the socket's own peer under daphne (None: a unix socket); ``default`` elsewhere.
+
+    Not ``scope["client"]``, which daphne's ``--proxy-headers`` fills with the
+    X-Forwarded-For of anyone: the relay decides itself whom to believe
+    (``relay.identity.peers``). Warns once per process when ``--proxy-headers`` is on.
+    """
+    if not under_daphne(send):
+        return default
+    assert isinstance(send, functools.partial)  # under_daphne: a partial of the server's handle_reply
+    warn_proxy_headers(send.func.__self__)  # type: ignore[attr-defined]
+    protocol = send.args[0] if send.args else None
+    get_client_address = getattr(protocol, "getClientAddress", None)  # an HTTP request (twisted.web)
+    transport = getattr(protocol, "transport", None)  # a WebSocket protocol (autobahn)
+    if callable(get_client_address):
+        address = get_client_address()
+    elif transport is not None and callable(getattr(transport, "getPeer", None)):
+        address = transport.getPeer()
+    else:
+        return default
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:
+        return None if hasattr(address, "name") else default  # twisted's UNIXAddress has a name
+    return (str(host), int(port or 0))
+
+
+def warn_proxy_headers(server: Any) -> None:
+    """Log, once per process, that daphne's ``--proxy-headers`` believes X-Forwarded-For from anyone."""
+    global _warned_proxy_headers
+    if not _warned_proxy_headers and getattr(server, "proxy_forwarded_address_header", None):
+        _warned_proxy_headers = True
+        logger.warning(
+            "event=proxy_headers_ignored: daphne runs with --proxy-headers, which believes X-Forwarded-For "
+            "from any client; the relay reads it only from RELAY_TRUSTED_PROXIES and unix sockets, "
+            "and daphne no longer needs the flag"
+        )
 
 
 def under_daphne(send: ASGISendCallable) -> bool:

@@ -13,19 +13,18 @@ import os
 import socket
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import hiredis
 
 from relay import metrics, protocol
 from relay.conf import conf
-from relay.redis import streams
-from relay.redis.bus import RedisBus
+from relay.redis import servers, streams
 from relay.redis.history import History
 from relay.redis.messages import BusMessage, Live, Stored
-from relay.redis.presence_writer import PresenceWriter
-from relay.redis.resp import CommandPipe
+from relay.redis.servers import RedisServer, group_by_shard, layer_prefix, shard_index
+from relay.redis.shards import Shard
 from relay.server import shutdown
 
 logger = logging.getLogger(__name__)
@@ -42,6 +41,9 @@ class Connection(Protocol):
 
     client_id: str
     subprotocol: str | None
+
+    def on_relay_reply(self, reply: Any) -> None:
+        """The reply callback of the connection's frames that need no ack: it reports failures only."""
 
     async def deliver(self, text: str, position: streams.Position | None) -> None:
         """Send one delivery frame to the client; ``position`` is its place in the stream."""
@@ -77,6 +79,14 @@ class FrameOutcome:
         self.offsets: dict[str, int] = {}
         self.failed = False
 
+    @classmethod
+    def for_frame(cls, sender: Connection, frame: protocol.Frame) -> "FrameOutcome | Callable[[Any], None]":
+        """What hears Redis's replies for ``frame``: an outcome where an ack, a ref or one error per
+        frame is due (a frame with an ``id``, or with several targets), else the sender's own callback."""
+        if frame.ref is None and len(frame.targets) == 1:
+            return sender.on_relay_reply  # the per-message path: no object per frame
+        return cls(sender, frame.ref, len(frame.targets))
+
     def stored(self, target: str) -> Callable[[Any], None]:
         """The reply callback of the append to ``target``'s stream."""
 
@@ -103,11 +113,11 @@ class FrameOutcome:
             assert self.ref is not None  # acked only with a ref
             self.sender.post_text(protocol.encode_ack(self.ref, self.offsets))
 
-    def fail(self) -> None:
-        """A target's Redis refused or lost the frame: ``unavailable``, once per frame."""
+    def fail(self, detail: str = MAYBE_LOST) -> None:
+        """A target's Redis refused or lost the frame, or cannot be reached: ``unavailable``, once per frame."""
         if not self.failed:
             self.failed = True
-            self.sender.post_error(protocol.UNAVAILABLE, MAYBE_LOST, self.ref)
+            self.sender.post_error(protocol.UNAVAILABLE, detail, self.ref)
 
 
 def node_name() -> str:
@@ -118,7 +128,13 @@ def node_name() -> str:
 class Hub:
     """The connections of one process, grouped by client id."""
 
-    def __init__(self, redis_url: str | None, redis_prefix: str, history: streams.Settings | None = None) -> None:
+    def __init__(
+        self,
+        servers: Sequence[RedisServer],
+        redis_prefix: str,
+        history: streams.Settings | None = None,
+        layer_prefix: str = "asgi",
+    ) -> None:
         self.node = node_name()
         # Open connections, delivered to; and how many connections (open or still in
         # their handshake) hold each id's bus subscription.
@@ -126,15 +142,29 @@ class Hub:
         self._members: dict[str, int] = {}
         #: Set on shutdown: new handshakes are refused, open connections are being closed.
         self.draining = False
-        self._commands = self._bus = self._presence = None
-        #: The clients' streams; None without delivery history.
-        self.history: History | None = None
-        if redis_url:
-            self._commands = CommandPipe(redis_url)
-            self._bus = RedisBus(redis_url, redis_prefix, self.node, self._commands, self.receive)
-            self._presence = PresenceWriter(self._commands, redis_prefix, self.node, self.local_connections)
-            if history is not None:
-                self.history = History(self._commands, redis_prefix, history)
+        #: The history settings where deliveries are kept in streams; None without history.
+        self.history = history if servers else None
+        self._layer_prefix = layer_prefix
+        #: One per Redis server, each holding the ids that hash to it (none without Redis).
+        self._shards = tuple(
+            Shard(server, redis_prefix, self.node, self.receive, self._local_counts_on(index), self.history)
+            for index, server in enumerate(servers)
+        )
+
+    def shard_of(self, client_id: str) -> Shard | None:
+        """The Redis that holds ``client_id``'s bus channel, presence and stream; None without Redis."""
+        if not self._shards:
+            return None
+        return self._shards[shard_index(client_id, len(self._shards), self._layer_prefix)]
+
+    def _local_counts_on(self, index: int) -> Callable[[], dict[str, int]]:
+        """The open connections per id of this process, for the ids on shard ``index``."""
+
+        def counts() -> dict[str, int]:
+            shards, prefix = len(self._shards), self._layer_prefix
+            return {i: n for i, n in self.local_connections().items() if shard_index(i, shards, prefix) == index}
+
+        return counts
 
     async def join(self, connection: Connection, accept: Callable[[], Awaitable[None]]) -> None:
         """Subscribe to the connection's frames, ``accept()`` it, then start delivering to it.
@@ -144,44 +174,65 @@ class Hub:
         """
         client_id = connection.client_id
         members = self._members[client_id] = self._members.get(client_id, 0) + 1
-        if self._bus is not None:
-            await self._bus.subscribe(client_id, first=members == 1)
+        shard = self.shard_of(client_id)
+        if shard is not None:
+            await shard.bus.subscribe(client_id, first=members == 1)
         await accept()
         connections = self._connections.setdefault(client_id, set())
         connections.add(connection)
-        if self._presence is not None:
-            self._presence.set(client_id, len(connections))
+        if shard is not None:
+            shard.presence.set(client_id, len(connections))
 
     def leave(self, connection: Connection) -> None:
         """Stop delivering to a connection; the last one of an id unsubscribes."""
         client_id = connection.client_id
+        shard = self.shard_of(client_id)
         connections = self._connections.get(client_id)
         if connections is not None and connection in connections:
             connections.discard(connection)
             if not connections:
                 del self._connections[client_id]
-            if self._presence is not None:
-                self._presence.set(client_id, len(connections))
+            if shard is not None:
+                shard.presence.set(client_id, len(connections))
         members = self._members.get(client_id, 0) - 1
         if members > 0:
             self._members[client_id] = members
             return
         self._members.pop(client_id, None)
-        if self._bus is not None:
-            self._bus.unsubscribe(client_id)
+        if shard is not None:
+            shard.bus.unsubscribe(client_id)
 
-    @property
-    def redis_up(self) -> asyncio.Event | None:
-        """Set while the relay's Redis connection is up; None without Redis."""
-        return self._commands.link.up if self._commands is not None else None
+    def redis_up(self, client_id: str) -> asyncio.Event | None:
+        """Set while the connection to the Redis holding ``client_id`` is up; None without Redis."""
+        shard = self.shard_of(client_id)
+        return shard.commands.link.up if shard is not None else None
+
+    def redis_starting(self, client_id: str) -> bool:
+        """Whether the Redis holding ``client_id`` is still being connected to for the first time."""
+        shard = self.shard_of(client_id)
+        return shard is not None and shard.commands.link.starting
+
+    def problems(self) -> dict[str, str | None]:
+        """Per Redis server (shown without credentials), why it cannot carry frames now, or None."""
+        return {shard.server.display(): shard.problem() for shard in self._shards}
 
     def problem(self) -> str | None:
-        """Why this process cannot relay between processes now, or None."""
-        return self._bus.problem() if self._bus is not None else None
+        """Why this process cannot relay between processes now (on some shard), or None."""
+        failing = [f"{name}: {problem}" for name, problem in self.problems().items() if problem]
+        return "; ".join(failing) or None
+
+    def stream_history(self, client_id: str) -> History | None:
+        """Where ``client_id``'s stream is read and appended; None without history."""
+        shard = self.shard_of(client_id)
+        return shard.history if shard is not None else None
 
     def connection_count(self) -> int:
         """Connections of this process, open or in their handshake."""
         return sum(self._members.values())
+
+    def connections_of(self, client_id: str) -> int:
+        """Connections of ``client_id`` in this process, open or in their handshake (past ``join``'s start)."""
+        return self._members.get(client_id, 0)
 
     def local_connections(self) -> dict[str, int]:
         """Open connections per client id in this process."""
@@ -227,13 +278,27 @@ class Hub:
         elif isinstance(message, Live):
             await self.deliver(client_id, message.sender, message.payload_json)
         else:
-            await self.disconnect(client_id, message.code, message.reason)
+            await self.disconnect(client_id, message.code, message.reason, message.session_key)
 
-    async def disconnect(self, client_id: str, code: int, reason: str) -> int:
-        """Close every local connection of ``client_id`` with ``code``; how many there were."""
-        connections = tuple(self._connections.get(client_id, ()))
+    async def disconnect(self, client_id: str, code: int, reason: str, session_key: str | None = None) -> int:
+        """Close every local connection of ``client_id`` with ``code``; how many there were.
+
+        With ``session_key``, only the connections that session authenticated (its user
+        logged out): the same user's other browsers and token connections stay open.
+        """
+        connections = tuple(
+            connection
+            for connection in self._connections.get(client_id, ())
+            if session_key is None or getattr(connection, "session_key", None) == session_key
+        )
         if connections:
-            logger.info("event=disconnect_ordered client=%s code=%d connections=%d", client_id, code, len(connections))
+            logger.info(
+                "event=disconnect_ordered client=%s code=%d connections=%d session=%s",
+                client_id,
+                code,
+                len(connections),
+                "yes" if session_key is not None else "no",
+            )
         for connection in connections:
             await connection.close(code, reason)
         return len(connections)
@@ -246,23 +311,44 @@ class Hub:
         frames: dict[str | None, str] = {}
         for target in frame.targets:
             await self.deliver(target, sender.client_id, frame.payload_json, None, frames)
-        if self._bus is None:  # one process: delivered already
+        if not self._shards:  # one process: delivered already
             if frame.ref is not None and sender.subprotocol == protocol.SUBPROTOCOL_V1:
                 await sender.send_text(protocol.encode_ack(frame.ref, {}))
             return
-        outcome = FrameOutcome(sender, frame.ref, len(frame.targets))
-        if not self._bus.publish(frame.targets, sender.client_id, frame.payload_json, outcome.published):
-            sender.post_error(protocol.UNAVAILABLE, RELAYED_HERE_ONLY, frame.ref)
+        on_reply = FrameOutcome.for_frame(sender, frame)
+        published = on_reply.published if isinstance(on_reply, FrameOutcome) else on_reply
+        for shard, targets in self._targets_by_shard(frame.targets):
+            if shard.bus.publish(targets, sender.client_id, frame.payload_json, published):
+                continue
+            if isinstance(on_reply, FrameOutcome):
+                on_reply.fail(RELAYED_HERE_ONLY)
+            else:
+                sender.post_error(protocol.UNAVAILABLE, RELAYED_HERE_ONLY, frame.ref)
 
     def store(self, sender: Connection, frame: protocol.Frame) -> None:
-        """With history: append the frame to each target's stream; Redis publishes it to every process."""
-        assert self.history is not None and self._commands is not None  # called only with history
-        if not self._commands.connected:
-            sender.post_error(protocol.UNAVAILABLE, NOT_RELAYED, frame.ref)
-            return
-        outcome = FrameOutcome(sender, frame.ref, len(frame.targets))
-        for target in frame.targets:
-            self.history.append(target, sender.client_id, frame.payload_json, outcome.stored(target))
+        """With history: append the frame to each target's stream; Redis publishes it to every process.
+
+        A target whose Redis cannot be reached is not delivered: the sender hears
+        ``unavailable``; the targets on the other shards still get the frame.
+        """
+        on_reply = FrameOutcome.for_frame(sender, frame)
+        for shard, targets in self._targets_by_shard(frame.targets):
+            for target in targets:
+                stored = on_reply.stored(target) if isinstance(on_reply, FrameOutcome) else on_reply
+                if shard.history is None or not shard.commands.connected:
+                    if isinstance(on_reply, FrameOutcome):
+                        on_reply.fail(NOT_RELAYED)
+                    else:
+                        sender.post_error(protocol.UNAVAILABLE, NOT_RELAYED, frame.ref)
+                    continue
+                shard.history.append(target, sender.client_id, frame.payload_json, stored)
+
+    def _targets_by_shard(self, targets: Sequence[str]) -> list[tuple[Shard, list[str]]]:
+        """``targets`` grouped by the shard holding each (one group without sharding)."""
+        if len(self._shards) == 1:
+            return [(self._shards[0], list(targets))]
+        groups = group_by_shard(targets, [shard.server for shard in self._shards], self._layer_prefix)
+        return [(self._shards[index], ids) for index, ids in groups.items()]
 
     async def drain(self, code: int, timeout: float) -> None:
         """Refuse new handshakes, close every connection with ``code``, wait for them to go."""
@@ -276,9 +362,8 @@ class Hub:
 
     def close(self) -> None:
         """Leave Redis cleanly: presence removed at once, then the Redis connections closed."""
-        for part in (self._presence, self._bus, self._commands):
-            if part is not None:
-                part.close()
+        for shard in self._shards:
+            shard.close()
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
@@ -289,7 +374,7 @@ def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = Hub(conf.RELAY_REDIS_URL, conf.RELAY_REDIS_PREFIX, streams.configured())
+        hub = _hubs[loop] = Hub(servers.configured(), conf.RELAY_REDIS_PREFIX, streams.configured(), layer_prefix())
         shutdown.install(hub)
     return hub
 

@@ -40,10 +40,16 @@ class GroupMembership:
         self.channel_name: str | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def join(self) -> None:
-        """Join the group now if the layer answers quickly, else keep trying in the background."""
+    async def join(self, wait: bool = True) -> None:
+        """Join the group now if the layer answers quickly, else keep trying in the background.
+
+        ``wait``: Redis is still being connected to (the first handshakes after a start),
+        so wait a moment for it; with Redis known to be away, go to the background at once.
+        """
         try:
-            if self.redis_up is not None:  # e.g. the first handshakes after a start
+            if self.redis_up is not None and not self.redis_up.is_set():
+                if not wait:
+                    raise ConnectionError("Redis is away")
                 await asyncio.wait_for(self.redis_up.wait(), JOIN_TIMEOUT)
             await asyncio.wait_for(self._attach(), JOIN_TIMEOUT)
         except LAYER_ERRORS as exc:

@@ -9,6 +9,7 @@ test (``uid``/``numeric_id``): leftovers or a parallel run cannot interfere.
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,7 +106,9 @@ class Server:
         """
         found = []
         for line in self.log.splitlines():
-            parsed = dict(token.split("=", 1) for token in line.split() if "=" in token)
+            if not RELAY_LOG_LINE.match(line):
+                continue  # not the relay's: daphne's access log, say, which writes what it was told
+            parsed = parse_log_fields(line)
             if parsed.get("event") == event and all(parsed.get(key) == str(value) for key, value in fields.items()):
                 found.append(parsed)
         return found
@@ -150,6 +153,23 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log_file.close()
+
+
+#: One ``key=value`` field of a relay log line: a bare value, or a double-quoted JSON string
+#: (``relay.logs.field`` quotes whatever a client could have written).
+LOG_FIELD = re.compile(r'(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+#: The start of a line of the relay's loggers, in relayproject's LOGGING format.
+RELAY_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ relay[.\w]* ")
+
+
+def parse_log_fields(line: str) -> dict[str, str]:
+    """The fields of one log line; a field a client forged inside a quoted value is not one."""
+    fields = {}
+    for key, value in LOG_FIELD.findall(line):
+        fields.setdefault(key, json.loads(value) if value.startswith('"') else value)
+    return fields
 
 
 #: Servers started and not yet stopped, for the per-test traceback check.
@@ -198,8 +218,8 @@ def start_server(request, tmp_path_factory, database_url) -> Iterator[Callable[.
     ``redis=False`` leaves REDIS_URL unset (the in-memory layer, as ``make run``); ``env``
     adds or overrides environment variables (``RELAY_*`` from the outer environment are
     dropped, so every server starts from the site's defaults); ``daphne_args`` adds daphne
-    flags. All servers started in a module stop when it ends, and their logs must hold no
-    traceback.
+    flags; ``port`` reuses a port (a server restarted in place). All servers started in a
+    module stop when it ends, and their logs must hold no traceback.
     """
     servers: list[Server] = []
     log_dir = tmp_path_factory.mktemp("daphne")
@@ -210,12 +230,14 @@ def start_server(request, tmp_path_factory, database_url) -> Iterator[Callable[.
         name: str = "server",
         env: dict[str, str] | None = None,
         daphne_args: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> Server:
         settings = {"DATABASE_URL": database_url}
         if redis:
             settings["REDIS_URL"] = request.getfixturevalue("redis_url")
         server_env = site_env(**{**settings, **(env or {})})
-        server = Server(name, free_port(), server_env, log_dir / f"{name}-{len(servers)}.log", daphne_args)
+        log_path = log_dir / f"{name}-{len(servers)}.log"
+        server = Server(name, port or free_port(), server_env, log_path, daphne_args)
         servers.append(server)
         LIVE_SERVERS.append(server)
         server.wait_ready()
@@ -444,11 +466,18 @@ REDIS_SERVER = "redis-server"
 
 
 class PrivateRedis:
-    """A redis-server of one test's own, on its own port; stop() and start() it at will."""
+    """A redis-server of one test's own, on its own port; stop() and start() it at will.
 
-    def __init__(self, port: int, log_path: Path) -> None:
+    ``args`` are more redis-server arguments (TLS, ACL users, ``--replicaof``, or a
+    config file and ``--sentinel``); ``client`` the redis-py options that reach it
+    (``ssl=True, ssl_ca_certs=...`` for a TLS-only one), for the readiness check.
+    """
+
+    def __init__(self, port: int, log_path: Path, args: tuple[str, ...] = (), client: dict | None = None) -> None:
         self.port = port
         self.log_path = log_path
+        self.args = args
+        self.client = client or {}
         self.process: subprocess.Popen | None = None
 
     def __repr__(self) -> str:
@@ -467,7 +496,9 @@ class PrivateRedis:
         assert not self.running, f"{self} is running already"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                [REDIS_SERVER, *self.args[:1], *self.startup_args(), *self.args[1:]]
+                if self.args[:1] and self.args[0].endswith(".conf")
+                else [REDIS_SERVER, *self.startup_args(), *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -475,13 +506,22 @@ class PrivateRedis:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5) as client:
+                with redis.Redis(
+                    port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5, **self.client
+                ) as client:
                     client.ping()
                 return
             except (redis.RedisError, OSError):
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{self} did not start:\n{self.log_path.read_text()}") from None
                 time.sleep(0.05)
+
+    def startup_args(self) -> list[str]:
+        """Port, loopback, no persistence; a TLS-only server (``--tls-port``) listens on no plain port."""
+        port = ["--port", "0"] if "--tls-port" in self.args else ["--port", str(self.port)]
+        if "--sentinel" in self.args:  # a sentinel keeps its state in its config file
+            return [*port, "--bind", "127.0.0.1"]
+        return [*port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
 
     def stop(self) -> None:
         """SIGTERM redis-server (it saves nothing) and wait until it is gone."""
@@ -503,8 +543,10 @@ def private_redis(tmp_path_factory) -> Iterator[Callable[[], PrivateRedis]]:
     started: list[PrivateRedis] = []
     log_dir = tmp_path_factory.mktemp("redis")
 
-    def start() -> PrivateRedis:
-        instance = PrivateRedis(free_port(), log_dir / f"redis-{len(started)}.log")
+    def start(args: tuple[str, ...] = (), client: dict | None = None, port: int | None = None) -> PrivateRedis:
+        port = port or free_port()
+        args = tuple(arg.replace("{port}", str(port)) for arg in args)
+        instance = PrivateRedis(port, log_dir / f"redis-{len(started)}.log", args, client)
         started.append(instance)
         instance.start()
         return instance
@@ -513,7 +555,7 @@ def private_redis(tmp_path_factory) -> Iterator[Callable[[], PrivateRedis]]:
 
     for instance in started:
         for server in list(LIVE_SERVERS):
-            if server.env.get("REDIS_URL") == instance.url:
+            if f"127.0.0.1:{instance.port}" in server.env.get("REDIS_URL", ""):
                 server.stop()
         instance.stop()
 
@@ -568,9 +610,14 @@ def run_manage_sync(server: Server, *args: str) -> subprocess.CompletedProcess:
 
 
 async def create_api_key(server: Server) -> str:
-    """A fresh key for the HTTP API (``manage.py relay_apikey create``), in the server's database."""
+    """A fresh key for the HTTP API that may send and read presence, in the server's database.
+
+    ``manage.py relay_apikey create --scope send --scope presence``.
+    """
     name = f"e2e-{uuid.uuid4().hex[:12]}"
-    result = await asyncio.to_thread(run_manage_sync, server, "relay_apikey", "create", name)
+    result = await asyncio.to_thread(
+        run_manage_sync, server, "relay_apikey", "create", name, "--scope", "send", "--scope", "presence"
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -628,3 +675,15 @@ def raw_websocket(port: int, query: str, receive_buffer: int | None = None) -> t
     if answer.startswith(b"HTTP/1.1 101 "):
         assert f"\r\nSec-WebSocket-Accept: {accept}\r\n".encode() in answer, answer
     return sock, answer
+
+
+# --- A browser, for the tests of relay.js and the demo (tests/e2e/browser.py) -------------
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[Any]:
+    """A headless chromium (a Playwright ``BrowserContext`` with a fresh profile) for a module's tests."""
+    from .browser import chromium
+
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context

@@ -8,7 +8,10 @@ codes as WebSocket frames; pushes land in the audit log of the servers' database
 import asyncio
 import http.client
 import json
+import os
+import socket
 import sqlite3
+import stat
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,6 +21,7 @@ import pytest
 from .conftest import SUBPROTOCOL_V1, Server, assert_all_silent, run_manage_sync
 
 MAX_BYTES = 64 * 1024  # RELAY_MAX_MESSAGE_BYTES default
+SEND_AND_PRESENCE = ("--scope", "send", "--scope", "presence")
 
 
 # --- helpers (test_presence and test_admin use them too) ----------------------------------
@@ -69,9 +73,12 @@ async def api_presence(server: Server, key: str, ids: list[str]) -> dict:
     return response.json
 
 
-def create_named_api_key(server: Server, name: str) -> str:
-    """``manage.py relay_apikey create NAME``: the key it prints once."""
-    result = run_manage_sync(server, "relay_apikey", "create", name)
+def create_named_api_key(server: Server, name: str, *options: str) -> str:
+    """``manage.py relay_apikey create NAME [options]``: the key it prints once.
+
+    Without options, a key that may send and read presence, for any id.
+    """
+    result = run_manage_sync(server, "relay_apikey", "create", name, *(options or SEND_AND_PRESENCE))
     assert result.returncode == 0, result.stderr
     key = result.stdout.strip()
     assert key.startswith("rk_"), key
@@ -372,3 +379,123 @@ async def test_integers_beyond_64_bits_are_pushed_like_any_json(server, api_key,
         {"targets": 1, "online": 1, "offsets": {client.client_id: 1}},
     )
     assert await client.recv_text() == "[123456789012345678901234567890,-1]"
+
+
+# --- issue 12: bodies refused before they are read, JSON everywhere, scoped keys ------------------
+
+
+def open_file_bytes(pid: int) -> int:
+    """Bytes in the regular files a process holds open but its database and log: its temporary files."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            info = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if stat.S_ISREG(info.st_mode) and not target.endswith((".sqlite3", ".log", "-journal", "-wal")):
+            total += info.st_size
+    return total
+
+
+def post_chunked(port: int, path: str, megabytes: int, headers: str = "") -> bytes:
+    """POST ``megabytes`` of chunked body; the start of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b"x" * (1 << 20)
+        for _ in range(megabytes):
+            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        return sock.recv(4096)
+
+
+HUGE_MB = 50
+
+
+async def test_a_huge_body_without_a_key_is_refused_before_django_reads_it(server):
+    """The finding: 300 MB chunked with no key was read whole, then spooled again by Django, before the 401.
+
+    Daphne (Twisted) still receives the whole body before any application code runs (one
+    copy, in a temporary file: only the proxy's client_max_body_size prevents that); Django's
+    second copy is gone.
+    """
+    pid = server.process.pid
+    peak = baseline = open_file_bytes(pid)
+    sending = asyncio.create_task(asyncio.to_thread(post_chunked, server.port, "/relay/api/send", HUGE_MB))
+    while not sending.done():
+        peak = max(peak, open_file_bytes(pid))
+        await asyncio.sleep(0.01)
+    answer = await sending
+
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b'"code": "unauthorized"' in answer
+    growth = peak - baseline
+    print(f"\n{HUGE_MB} MB chunked, no key: 401; the server's temporary files peaked at +{growth / 1e6:.0f} MB")
+    assert growth < 1.2 * HUGE_MB * 2**20, f"temporary files grew by {growth / 1e6:.0f} MB: Django spooled it too"
+
+
+async def test_a_declared_body_over_the_limit_is_413_with_a_key(server, api_key):
+    answer = await asyncio.to_thread(
+        post_chunked, server.port, "/relay/api/send", 2, f"Authorization: Bearer {api_key}\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b'"code": "message_too_large"' in answer
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/relay/api/x", "/relay/api/send/extra", "/relay/api/"])
+async def test_unknown_api_path_is_404_json_for_every_method(server, api_key, path, method):
+    """The finding: a POST there got Django's CSRF page (HTML), not the JSON 404."""
+    response = await request(server, method, path, headers={"Authorization": f"Bearer {api_key}"})
+
+    assert_json_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "HEAD", "BREW"])
+async def test_other_methods_on_known_paths_are_json_405(server, api_key, method):
+    response = await request(server, method, "/relay/api/send", headers=bearer(api_key))
+    assert response.status == 405, (response.status, response.body[:300])
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["allow"] == "POST"
+
+
+async def test_a_send_only_key_cannot_enumerate_who_is_online(server, connect, uid):
+    """The finding: any key enumerated who of ids 1..5000 was online, 100 ids a request."""
+    online = await connect(server, uid("online"))
+    key = create_named_api_key(server, f"e2e-send-only-{uuid.uuid4().hex[:8]}", "--scope", "send")
+    ids = [online.client_id, *(str(n) for n in range(1, 100))]
+
+    response = await request(server, "GET", f"/relay/api/presence?ids={','.join(ids)}", headers=bearer(key))
+
+    assert_json_error(response, 403, "forbidden")
+    assert response.json["error"]["detail"] == "This key may not read presence (its scope: send; any id)."
+    assert (await api_send(server, key, {"targets": [online.client_id], "payload": "still sends"})).status == 202
+    assert await online.recv_json() == "still sends"
+
+
+async def test_a_key_limited_to_client_id_patterns_reaches_those_only(server, connect, uid):
+    ours, theirs = await connect(server, uid("tenant-a")), await connect(server, uid("tenant-b"))
+    prefix = ours.client_id.removesuffix("tenant-a")
+    key = create_named_api_key(
+        server,
+        f"e2e-tenant-{uuid.uuid4().hex[:8]}",
+        "--scope",
+        "send",
+        "--scope",
+        "presence",
+        "--ids",
+        f"{prefix}tenant-a*",
+    )
+
+    response = await api_send(server, key, {"targets": [ours.client_id, theirs.client_id], "payload": "no"})
+    assert_json_error(response, 403, "forbidden")
+    assert theirs.client_id in response.json["error"]["detail"]
+    assert (await api_send(server, key, {"targets": [ours.client_id], "payload": "yes"})).status == 202
+    assert await ours.recv_json() == "yes"
+    await assert_all_silent([ours, theirs])
+    assert (await api_presence(server, key, [ours.client_id]))["online"] == [ours.client_id]
+    denied = await request(server, "GET", f"/relay/api/presence?ids={theirs.client_id}", headers=bearer(key))
+    assert_json_error(denied, 403, "forbidden")

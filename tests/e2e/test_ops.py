@@ -2,14 +2,29 @@
 relay's ``event=...`` log lines (the README's "Operations")."""
 
 import asyncio
+import http.client
 import os
 import re
 import signal
+import socket
+import subprocess
+import time
 
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from .conftest import http_get, open_ws, raw_websocket, read_metrics
+from .conftest import (
+    LIVE_SERVERS,
+    START_TIMEOUT,
+    Server,
+    free_port,
+    http_get,
+    http_get_sync,
+    open_ws,
+    raw_websocket,
+    read_metrics,
+    site_env,
+)
 
 METRICS_TOKEN = "e2e-metrics-token-0123456789"
 FORBIDDEN = {"error": {"code": "forbidden", "detail": "Metrics are not public."}}
@@ -202,10 +217,157 @@ async def test_log_lines_of_a_scripted_session(server, connect, uid):
         f"peer=127.0.0.1:{client_port}",
         f"INFO relay.server.consumers event=frame_refused client={client.client_id} code=invalid_json",
         f"INFO relay.identity.handshake event=refused peer=127.0.0.1:{refused_port} path=/ws reason=no_identity "
-        "detail=''",
+        'detail=""',
     ]
     assert re.fullmatch(
         rf"INFO relay\.server\.consumers event=disconnect client={client.client_id} code=1000 reason=normal "
         r"duration=\d+\.\d",
         ours[3],
     ), ours[3]
+
+
+# --- issue 12: what /relay/healthz tells anyone, and whose address counts ----------------------
+
+REDIS_PASSWORD = "e2e-ops-redis-password-0123456789"
+
+
+@pytest.fixture
+def locked_redis(tmp_path):
+    """A redis-server that wants a password the relay does not have (its errors name the server)."""
+    port = free_port()
+    with open(tmp_path / "redis.log", "wb") as log:
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--requirepass", REDIS_PASSWORD],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "redis.log").read_text()
+            time.sleep(0.05)
+    yield port
+    process.terminate()
+    process.wait(10)
+
+
+class HttpReadyServer(Server):
+    """A server whose Redis will not let it accept sockets: ready once it answers HTTP at all."""
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log
+            try:
+                http_get_sync(self, "/relay/healthz")
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"{self} did not answer HTTP:\n{self.log}")
+
+
+@pytest.fixture
+def locked_redis_server(locked_redis, database_url, tmp_path):
+    env = site_env(
+        DATABASE_URL=database_url,
+        REDIS_URL=f"redis://127.0.0.1:{locked_redis}/0",
+        RELAY_METRICS_TOKEN=METRICS_TOKEN,
+    )
+    server = HttpReadyServer("locked-redis", free_port(), env, tmp_path / "locked-redis.log")
+    LIVE_SERVERS.append(server)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        LIVE_SERVERS.remove(server)
+
+
+async def test_healthz_tells_anyone_only_a_category_never_the_redis_address_or_its_error(
+    locked_redis_server, locked_redis
+):
+    """The finding: /relay/healthz gave anyone the Redis address and its auth error text."""
+    server = locked_redis_server
+
+    public = await http_get(server, "/relay/healthz")
+
+    assert public.status == 503, public
+    body = public.json()
+    assert body["status"] == "unavailable" and body["reason"] in {"channel_layer", "redis"}, body
+    assert set(body) == {"status", "reason"}, body
+    for secret in (str(locked_redis), "127.0.0.1", "NOAUTH", "Authentication", "AUTH"):
+        assert secret not in public.text, public.text
+    # The full reason is logged, and given to whoever holds the metrics token.
+    assert server.events("unhealthy", reason=body["reason"]), server.log[-2000:]
+    detailed = await http_get(server, "/relay/healthz", {"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert detailed.status == 503
+    assert detailed.json()["reason"] == body["reason"] and "auth" in detailed.json()["detail"].lower()
+    print(f"\nhealthz: anyone gets {public.text}; the metrics token gets {detailed.text}")
+
+
+def get_from(source: str, port: int, path: str, headers: dict[str, str]) -> int:
+    """GET ``path`` from a connection whose own address is ``source`` (127.0.0.0/8 is all this host); the status."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def proxied_server(start_server):
+    """As the README's unit ran it: daphne with --proxy-headers; nginx (the trusted proxy) on 127.0.0.1."""
+    return start_server(name="proxied", env={"RELAY_TRUSTED_PROXIES": "127.0.0.1"}, daphne_args=("--proxy-headers",))
+
+
+async def test_x_forwarded_for_from_anyone_does_not_open_the_metrics(proxied_server):
+    """The finding: a request from 127.0.0.3 with X-Forwarded-For: 127.0.0.1 read /relay/metrics."""
+    forged = {"X-Forwarded-For": "127.0.0.1"}
+    assert await asyncio.to_thread(get_from, "127.0.0.3", proxied_server.port, "/relay/metrics", forged) == 403
+    assert await asyncio.to_thread(get_from, "127.0.0.3", proxied_server.port, "/relay/metrics", {}) == 403
+    # The proxy (trusted) naming a loopback client: allowed, as that client would be.
+    assert await asyncio.to_thread(get_from, "127.0.0.1", proxied_server.port, "/relay/metrics", forged) == 200
+    # The proxy naming a client from elsewhere: that client's address counts, not the proxy's.
+    outside = {"X-Forwarded-For": "203.0.113.9"}
+    assert await asyncio.to_thread(get_from, "127.0.0.1", proxied_server.port, "/relay/metrics", outside) == 403
+    assert len(proxied_server.log_lines("event=proxy_headers_ignored")) == 1
+
+
+def refused_handshake_from(source: str, port: int, forwarded_for: str) -> int:
+    """A handshake without an identity (refused, so logged) from ``source``; the local port it used."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as sock:
+        sock.sendall(
+            (
+                f"GET /ws?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"X-Forwarded-For: {forwarded_for}\r\n\r\n"
+            ).encode()
+        )
+        assert sock.recv(12) == b"HTTP/1.1 403"
+        return sock.getsockname()[1]
+
+
+async def test_a_forwarded_address_cannot_forge_fields_of_a_log_line(proxied_server, uid):
+    """The finding: X-Forwarded-For wrote forged key=value fields into the peer= of log lines."""
+    victim = uid("victim")
+    forged = f"1.2.3.4 event=connect client={victim} subprotocol=relay.v1"
+
+    port = await asyncio.to_thread(refused_handshake_from, "127.0.0.3", proxied_server.port, forged)
+    (untrusted,) = await proxied_server.wait_for_events("refused", peer=f"127.0.0.3:{port}")
+    assert untrusted["reason"] == "no_identity"  # the socket's own peer; the header was not believed
+
+    await asyncio.to_thread(refused_handshake_from, "127.0.0.1", proxied_server.port, forged)
+    (from_proxy,) = await proxied_server.wait_for_events("refused", peer=forged)
+    assert from_proxy["event"] == "refused" and from_proxy["reason"] == "no_identity"
+    (line,) = [line for line in proxied_server.log_lines("event=refused") if "1.2.3.4" in line]
+    assert f'peer="{forged}"' in line  # one quoted field
+    assert proxied_server.events("connect", client=victim) == []

@@ -125,9 +125,10 @@ async def assert_refused(server: Server, reason: str, query: str = "", *, detail
     assert refused.value.response.status_code == 403
     await server.wait_for_events("refused", before + 1)
     await asyncio.sleep(0.05)  # a second line would be written with the first
-    assert [event["reason"] for event in server.events("refused")[before:]] == [reason]
-    line = server.log_lines("event=refused")[-1]
-    assert detail in line, line
+    refusals = server.events("refused")[before:]
+    assert [event["reason"] for event in refusals] == [reason]
+    # The detail is one quoted field of the line (relay.logs.field): read back as it was written.
+    assert detail in refusals[0]["detail"], refusals[0]
 
 
 async def assert_identity(server: Server, client: Client, observer: Client, connects: int = 1) -> None:
@@ -369,13 +370,16 @@ async def test_session_cookie_connects_as_the_user(tokens_server, session_user, 
     await assert_identity(tokens_server, client, observer, connects=before + 1)
 
 
-async def test_session_from_an_allowed_origin_connects(tokens_server, session_user, connect, open_client, uid):
-    """RELAY_ALLOWED_ORIGINS defaults to ALLOWED_HOSTS (localhost with DEBUG on), any port."""
+async def test_session_from_the_pages_own_origin_connects(tokens_server, session_user, connect, open_client, uid):
+    """A page of the relay's own origin (scheme, host and port of the handshake) connects with its cookie."""
     observer = await connect(tokens_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
     before = len(tokens_server.events("connect", client=str(session_user["pk"])))
 
     client = await open_client(
-        tokens_server, str(session_user["pk"]), headers=cookie(session_user), origin="http://localhost:8000"
+        tokens_server,
+        str(session_user["pk"]),
+        headers=cookie(session_user),
+        origin=f"http://127.0.0.1:{tokens_server.port}",
     )
 
     marker = uuid.uuid4().hex
@@ -384,7 +388,18 @@ async def test_session_from_an_allowed_origin_connects(tokens_server, session_us
     assert len(tokens_server.events("connect", client=str(session_user["pk"]))) == before + 1
 
 
-@pytest.mark.parametrize("origin", ["http://evil.example.com", "http://localhost.evil.example", "null"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.example.com",
+        "http://localhost.evil.example",
+        "null",
+        # Another port or scheme of an allowed host is another site (issue 12): it used to pass.
+        "http://localhost:8000",
+        "http://127.0.0.1:9999",
+        "https://127.0.0.1",
+    ],
+)
 async def test_session_from_a_foreign_origin_is_refused(tokens_server, session_user, origin):
     """Cross-site WebSocket hijacking: another site's page cannot ride the user's cookie."""
     before = len(tokens_server.events("connect", client=str(session_user["pk"])))
@@ -430,8 +445,12 @@ async def test_tokens_work_with_debug_off(production_server, open_client, uid):
         subprotocol=SUBPROTOCOL_V1,
     )
 
+    # relay.v1: with DEBUG off the original framing is refused (test_a_client_cannot_forge_a_server_push).
     client = await open_client(
-        production_server, alice, headers={"Authorization": f"Bearer {mint({'sub': alice, 'exp': expires_in(600)})}"}
+        production_server,
+        alice,
+        headers={"Authorization": f"Bearer {mint({'sub': alice, 'exp': expires_in(600)})}"},
+        subprotocol=SUBPROTOCOL_V1,
     )
 
     await assert_identity(production_server, client, observer)
@@ -581,3 +600,205 @@ async def test_frame_declaring_100_mb_is_refused_without_buffering(limits_server
     assert await second.recv_json() == "after"
     await assert_all_silent([first, second])
     assert limits_server.process.poll() is None
+
+
+# --- issue 12: same origin by default, nothing forgeable, bounded connections, logout ----------
+
+
+async def test_cross_site_socket_hijack_from_another_port_of_an_allowed_host_is_refused(tokens_server, session_user):
+    """The finding: a page of http://127.0.0.1:9999 opened ws://127.0.0.1:<port>/ws with the victim's cookie.
+
+    A browser sends the page's origin and the site's cookies; 127.0.0.1 is in ALLOWED_HOSTS,
+    and host patterns ignored the port. Another port is another origin: refused.
+    """
+    victim = str(session_user["pk"])
+    before = len(tokens_server.events("connect", client=victim))
+
+    await assert_refused(
+        tokens_server,
+        "origin",
+        headers=cookie(session_user),
+        origin="http://127.0.0.1:9999",
+        subprotocol=SUBPROTOCOL_V1,
+        detail=(
+            f"http://127.0.0.1:9999 is not the same origin as ws://127.0.0.1:{tokens_server.port}/ws, "
+            "nor in RELAY_ALLOWED_ORIGINS"
+        ),
+    )
+
+    assert len(tokens_server.events("connect", client=victim)) == before
+
+
+@pytest.fixture(scope="module")
+def origins_server(start_server) -> Server:
+    """RELAY_ALLOWED_ORIGINS with a wildcard origin, and a host pattern of older releases (which allows nothing)."""
+    return start_server(name="origins", env={"RELAY_ALLOWED_ORIGINS": "https://*.example.com,.example.org"})
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("https://app.example.com", True),
+        ("https://example.com", True),
+        ("http://app.example.com", False),  # the wildcard is for https only
+        ("https://app.example.com:8443", False),  # and the default port only
+        ("https://evil.example.org", False),  # ".example.org" used to allow every subdomain, any scheme
+        ("https://example.org", False),
+    ],
+)
+async def test_allowed_origins_are_full_origins_as_csrf_trusted_origins(
+    origins_server, open_client, uid, origin, allowed
+):
+    client_id = uid("page")
+    if allowed:
+        client = await open_client(origins_server, client_id, f"id={client_id}", origin=origin)
+        await client.send_json({"type": "ping"})
+        assert await client.recv_json() == {"pong": None}
+    else:
+        await assert_refused(origins_server, "origin", f"id={client_id}", origin=origin, detail=origin)
+
+
+async def test_a_client_cannot_forge_a_server_push_with_debug_off(production_server, open_client, uid):
+    """The finding: in the original framing a delivery is the bare payload, so a client's frame is a push's bytes."""
+    mallory, victim = uid("mallory"), uid("victim")
+    token = mint({"sub": mallory, "exp": expires_in(600)})
+
+    await assert_refused(
+        production_server, "framing", f"token={token}", detail="the original framing (no subprotocol) is off here"
+    )
+    refusal = production_server.events("refused", reason="framing")[-1]
+    assert "RELAY_FRAMINGS" in refusal["detail"] and "relay.v1" in refusal["detail"]
+
+    # In relay.v1 every delivery says who sent it: mallory's invoice is not the server's.
+    sender = await open_client(production_server, mallory, f"token={token}", subprotocol=SUBPROTOCOL_V1)
+    receiver = await open_client(
+        production_server, victim, f"token={mint({'sub': victim, 'exp': expires_in(600)})}", subprotocol=SUBPROTOCOL_V1
+    )
+    forged = {"type": "invoice.paid", "id": 1234}
+    await sender.send_json({"targets": [victim], "payload": forged})
+    delivered = await receiver.recv_json()
+    assert delivered == {"type": "message", "from": mallory, "payload": forged}
+    assert production_server.events("connect", client=mallory)[-1]["subprotocol"] == SUBPROTOCOL_V1
+
+
+async def test_connections_past_the_per_id_limit_are_refused(tokens_server, connect, uid):
+    """The finding: 1,000 sockets on one token were all accepted. RELAY_MAX_CONNECTIONS_PER_ID is 20."""
+    client_id = uid("many")
+    opened = [await connect(tokens_server, client_id) for _ in range(20)]
+
+    await assert_refused(
+        tokens_server, "too_many_connections", f"id={client_id}", detail="(RELAY_MAX_CONNECTIONS_PER_ID)"
+    )
+
+    await opened[0].close()
+    await tokens_server.wait_for_events("disconnect", client=client_id)
+    again = await connect(tokens_server, client_id)  # room for one again
+    await again.send_json({"type": "ping"})
+    assert await again.recv_json() == {"pong": None}
+    assert len(tokens_server.events("connect", client=client_id)) == 21
+
+
+# Logging out closes the sockets of that session (4401), in every process, and only those.
+
+STAFF_SESSIONS_SCRIPT = """
+import json
+from django.contrib.auth import get_user_model
+from django.test import Client
+user = get_user_model().objects.create_user(id={pk}, username={username!r}, is_staff=True)
+sessions = []
+for _ in range(2):
+    client = Client()
+    client.force_login(user)
+    sessions.append(client.cookies["sessionid"].value)
+print(json.dumps({{"pk": user.pk, "sessions": sessions}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def second_server(start_server, tokens_server) -> Server:
+    """Another process on the same Redis and database as tokens_server."""
+    return start_server(name="tokens-b", env={"RELAY_TOKEN_SECRET": TOKEN_SECRET})
+
+
+def log_out_over_http(server: Server, session_id: str) -> int:
+    """What the user's browser does: the admin's logout form (POST, with its CSRF token). The status."""
+    import http.client
+    from http.cookies import SimpleCookie
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", "/admin/", headers={"Cookie": f"sessionid={session_id}"})
+        page = connection.getresponse()
+        page.read()
+        csrf = SimpleCookie(page.getheader("Set-Cookie"))["csrftoken"].value
+        connection.request(
+            "POST",
+            "/admin/logout/",
+            headers={"Cookie": f"sessionid={session_id}; csrftoken={csrf}", "X-CSRFToken": csrf},
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+async def closed_with(client: Client, timeout: float = 5.0) -> int | None:
+    try:
+        while True:
+            await asyncio.wait_for(client.ws.recv(), timeout)
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None
+
+
+async def test_logging_out_closes_the_sockets_of_that_session_in_every_process(
+    tokens_server, second_server, open_client
+):
+    """The finding: a socket opened with a session stayed open after the user logged out."""
+    pk = uuid.uuid4().int % 10**9 + 2 * 10**9
+    script = STAFF_SESSIONS_SCRIPT.format(pk=pk, username=f"e2e-logout-{uuid.uuid4().hex[:8]}")
+    user = json.loads(manage_output(tokens_server, "shell", "-v", "0", "-c", script).strip().splitlines()[-1])
+    leaving, staying = user["sessions"]
+    client_id = str(pk)
+    here = await open_client(tokens_server, client_id, headers={"Cookie": f"sessionid={leaving}"})
+    there = await open_client(second_server, client_id, headers={"Cookie": f"sessionid={leaving}"})
+    other_browser = await open_client(second_server, client_id, headers={"Cookie": f"sessionid={staying}"})
+    by_token = await open_client(tokens_server, client_id, f"token={mint({'sub': client_id, 'exp': expires_in(600)})}")
+    await tokens_server.wait_for_events("connect", 2, client=client_id)
+    await second_server.wait_for_events("connect", 2, client=client_id)
+
+    assert await asyncio.to_thread(log_out_over_http, tokens_server, leaving) == 200
+
+    assert await closed_with(here) == 4401
+    assert await closed_with(there) == 4401  # in the other process too, through Redis
+    await assert_all_silent([other_browser, by_token], 0.3)
+    assert other_browser.ws.state.name == "OPEN" and by_token.ws.state.name == "OPEN"
+    disconnects = await second_server.wait_for_events("disconnect", client=client_id)
+    assert [event["code"] for event in disconnects] == ["4401"]
+    # And the session is gone: it opens nothing any more.
+    await assert_refused(tokens_server, "no_identity", headers={"Cookie": f"sessionid={leaving}"})
+
+
+# Rotating the token secret without cutting every client.
+
+OLD_SECRET, NEW_SECRET = TOKEN_SECRET, "e2e-security-the-new-token-secret-of-a-rotation-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def rotating_server(start_server) -> Server:
+    return start_server(name="rotating", env={"RELAY_TOKEN_SECRETS": f"{NEW_SECRET},{OLD_SECRET}"})
+
+
+async def test_token_secrets_rotate_without_cutting_clients(rotating_server, connect, open_client, uid):
+    old_client, new_client = uid("old-token"), uid("new-token")
+    observer = await connect(rotating_server, uid("observer"), subprotocol=SUBPROTOCOL_V1)
+
+    old = await open_client(rotating_server, old_client, f"token={mint({'sub': old_client, 'exp': expires_in(600)})}")
+    await assert_identity(rotating_server, old, observer)
+    token = (await asyncio.to_thread(manage_output, rotating_server, "relay_token", new_client)).strip()
+    assert jwt.decode(token, NEW_SECRET, algorithms=["HS256"])["sub"] == new_client  # the first one signs
+    new = await open_client(rotating_server, new_client, f"token={token}")
+    await assert_identity(rotating_server, new, observer)
+    await assert_refused(
+        rotating_server, "invalid_token", f"token={mint({'sub': old_client, 'exp': expires_in(600)}, WRONG_SECRET)}"
+    )

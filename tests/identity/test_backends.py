@@ -325,7 +325,7 @@ async def test_refusal_of_a_custom_backend_is_logged_counted_and_a_403(open_sock
     accepted, _ = await open_socket("/ws?id=alice", headers=[(b"x-api-key", b"guess")])
     assert accepted is False  # a close before accept: daphne answers HTTP 403
     assert refused_reasons(log) == ["bad_api_key"]
-    assert "detail='API keys start with key-'" in log.records[-1].getMessage()
+    assert 'detail="API keys start with key-"' in log.records[-1].getMessage()
     assert refusals_counted("bad_api_key") == before + 1
 
 

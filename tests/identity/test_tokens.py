@@ -178,3 +178,75 @@ def test_issued_token_expires_after_its_ttl(settings, monkeypatch, issued_ago, a
     else:
         with pytest.raises(InvalidToken):
             client_id_from_token(token)
+
+
+# --- rotation, audience, issuer (issue 12) -------------------------------------------------
+
+NEW_SECRET = "the-new-secret-of-a-rotation-long-enough-for-hs256-0123456789"
+
+
+def test_token_secrets_rotate_the_first_signs_every_one_verifies(settings):
+    """Rotating without cutting every client: add the new secret first, drop the old one later."""
+    settings.RELAY_TOKEN_SECRETS = [NEW_SECRET, OTHER_SECRET]
+    assert jwt.decode(issue("bob"), NEW_SECRET, algorithms=["HS256"])["sub"] == "bob"
+    assert client_id_from_token(minted({"sub": "old", "exp": in_(60)}, OTHER_SECRET)) == "old"
+    assert client_id_from_token(minted({"sub": "new", "exp": in_(60)}, NEW_SECRET)) == "new"
+    with pytest.raises(InvalidToken, match="Signature verification failed"):
+        client_id_from_token(minted({"sub": "bob", "exp": in_(60)}, SECRET))  # SECRET_KEY is not one of them
+    settings.RELAY_TOKEN_SECRETS = [NEW_SECRET]  # the old one dropped: its tokens stop working
+    with pytest.raises(InvalidToken):
+        client_id_from_token(minted({"sub": "old", "exp": in_(60)}, OTHER_SECRET))
+
+
+def test_an_expired_token_of_an_old_secret_is_refused_as_expired(settings):
+    settings.RELAY_TOKEN_SECRETS = [NEW_SECRET, OTHER_SECRET]
+    with pytest.raises(InvalidToken, match="Signature has expired"):
+        client_id_from_token(minted({"sub": "old", "exp": in_(-60)}, OTHER_SECRET))
+
+
+def test_token_secrets_default_to_the_token_secret(settings):
+    settings.RELAY_TOKEN_SECRET = OTHER_SECRET
+    assert client_id_from_token(minted({"sub": "bob", "exp": in_(60)}, OTHER_SECRET)) == "bob"
+
+
+@pytest.mark.parametrize(
+    ("claims", "accepted"),
+    [
+        ({"aud": "relay"}, True),
+        ({"aud": ["billing", "relay"]}, True),
+        ({"aud": "billing"}, False),  # a token minted for another service
+        ({}, False),  # the relay has an audience: a token without one is not for it
+    ],
+)
+def test_audience_is_checked_where_set(settings, claims, accepted):
+    settings.RELAY_TOKEN_AUDIENCE = "relay"
+    token = minted({"sub": "bob", "exp": in_(60), **claims})
+    if accepted:
+        assert client_id_from_token(token) == "bob"
+    else:
+        with pytest.raises(InvalidToken):
+            client_id_from_token(token)
+
+
+def test_without_an_audience_setting_a_token_may_carry_any(settings):
+    assert client_id_from_token(minted({"sub": "bob", "exp": in_(60), "aud": "whatever"})) == "bob"
+
+
+@pytest.mark.parametrize(("claims", "accepted"), [({"iss": "accounts"}, True), ({"iss": "other"}, False), ({}, False)])
+def test_issuer_is_checked_where_set(settings, claims, accepted):
+    settings.RELAY_TOKEN_ISSUER = "accounts"
+    token = minted({"sub": "bob", "exp": in_(60), **claims})
+    if accepted:
+        assert client_id_from_token(token) == "bob"
+    else:
+        with pytest.raises(InvalidToken):
+            client_id_from_token(token)
+
+
+def test_issue_carries_the_audience_and_issuer_it_checks(settings):
+    settings.RELAY_TOKEN_AUDIENCE = "relay"
+    settings.RELAY_TOKEN_ISSUER = "accounts"
+    token = issue("bob")
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], audience="relay", issuer="accounts")
+    assert (claims["aud"], claims["iss"]) == ("relay", "accounts")
+    assert client_id_from_token(token) == "bob"

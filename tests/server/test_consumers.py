@@ -56,6 +56,58 @@ async def test_subprotocol_negotiation(subprotocols, chosen):
     await communicator.disconnect()
 
 
+@pytest.mark.parametrize(
+    ("framings", "subprotocols", "accepted", "chosen"),
+    [
+        (["relay.v1"], None, False, None),  # the default with DEBUG off: no original framing
+        (["relay.v1"], ["other"], False, None),
+        (["relay.v1"], ["relay.v1"], True, "relay.v1"),
+        (["original"], ["relay.v1"], True, None),
+        (["original"], None, True, None),
+    ],
+)
+async def test_a_framing_that_is_off_is_refused_before_accept(
+    settings, caplog, framings, subprotocols, accepted, chosen
+):
+    """Issue 12: in the original framing a client's message is the very bytes of a server push."""
+    settings.RELAY_FRAMINGS = framings
+    communicator = WebsocketCommunicator(application, "/ws?id=alice", subprotocols=subprotocols)
+    connected, subprotocol = await communicator.connect()
+    assert connected is accepted
+    if accepted:
+        assert subprotocol == chosen
+        await communicator.disconnect()
+    else:
+        (line,) = [r.getMessage() for r in caplog.records if "event=refused" in r.getMessage()]
+        assert "reason=framing" in line and "RELAY_FRAMINGS" in line and "relay.v1 subprotocol" in line
+
+
+def test_the_original_framing_is_off_by_default_with_debug_off(settings):
+    from relay.conf import conf
+
+    del settings.RELAY_FRAMINGS
+    settings.DEBUG = False
+    assert conf.RELAY_FRAMINGS == ["relay.v1"]
+    settings.DEBUG = True
+    assert conf.RELAY_FRAMINGS == ["relay.v1", "original"]
+
+
+async def test_connections_past_the_per_id_limit_are_refused(settings, caplog, connect):
+    """Issue 12: 1,000 sockets on one token were all accepted."""
+    settings.RELAY_MAX_CONNECTIONS_PER_ID = 3
+    opened = [await connect("alice") for _ in range(3)]
+    fourth = WebsocketCommunicator(application, "/ws?id=alice")
+    assert await fourth.connect() == (False, 1000)
+    (line,) = [r.getMessage() for r in caplog.records if "event=refused" in r.getMessage()]
+    assert "reason=too_many_connections" in line and "RELAY_MAX_CONNECTIONS_PER_ID" in line
+    other = await connect("bob")  # another id has its own count
+    await opened[0].disconnect()
+    again = await connect("alice")  # one closed: there is room again
+    await send_text(other, frame(["alice"], "still here"))
+    for communicator in (*opened[1:], again):
+        assert await communicator.receive_from() == '"still here"'
+
+
 async def test_v1_delivery_is_an_envelope_with_the_sender(connect):
     alice = await connect("alice")
     bob = await connect("bob", V1)

@@ -2,9 +2,12 @@
 
 import functools
 import logging
+import socket
+from types import SimpleNamespace
 
 import pytest
 from daphne.server import Server
+from twisted.internet.address import IPv4Address, UNIXAddress
 
 from relay.server import daphne
 from relay.server.daphne import ASGI_CLOSE_CODES, DaphneConnection, asgi_close_code, server_connection, under_daphne
@@ -135,3 +138,86 @@ def test_an_unknown_daphne_warns_once_and_falls_back(caplog):
 def test_under_daphne_asgi_closes_use_codes_it_accepts(code, sent):
     assert asgi_close_code(daphne_send(object()), code) == sent
     assert sent == 1000 or 3000 <= sent <= 4999  # what autobahn's sendClose allows
+
+
+# --- what the kernel holds, and the socket's own peer (issue 12) -------------------------------
+
+
+class SocketTransport(FakeTransport):
+    """A transport whose handle is a real socket, as Twisted's TCP and unix transports have."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:  # noqa: N802 (Twisted's name)
+        return self.sock
+
+
+def test_an_accepted_tcp_socket_gets_a_bounded_kernel_buffer():
+    """Else the kernel takes up to tcp_wmem's 4 MiB per socket that the relay's 1 MiB limit never sees."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        protocol = FakeProtocol()
+        protocol.transport = SocketTransport(sock)
+        DaphneConnection(protocol)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == daphne.KERNEL_UNSENT_BYTES
+
+
+def test_a_unix_socket_keeps_its_buffer():
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        before = left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert daphne.bound_kernel_buffer(SocketTransport(left)) is False
+        assert left.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == before
+
+
+def test_a_transport_without_a_socket_is_left_alone():
+    assert daphne.bound_kernel_buffer(FakeTransport()) is False
+    assert daphne.bound_kernel_buffer(object()) is False
+
+
+class PeerProtocol:
+    """A daphne WebSocket protocol whose transport's peer is ``address``."""
+
+    def __init__(self, address: object) -> None:
+        self.transport = SimpleNamespace(getPeer=lambda: address)
+
+
+class PeerRequest:
+    """A daphne HTTP request (twisted.web) whose client is ``address``."""
+
+    def __init__(self, address: object) -> None:
+        self.address = address
+
+    def getClientAddress(self) -> object:  # noqa: N802 (Twisted's name)
+        return self.address
+
+
+@pytest.mark.parametrize("make", [PeerProtocol, PeerRequest])
+def test_socket_peer_is_the_sockets_not_what_proxy_headers_put_in_the_scope(make):
+    send = daphne_send(make(IPv4Address("TCP", "127.0.0.3", 5000)))
+    assert daphne.socket_peer(send, ("127.0.0.1", 0)) == ("127.0.0.3", 5000)
+
+
+def test_socket_peer_of_a_unix_socket_is_none():
+    assert daphne.socket_peer(daphne_send(PeerProtocol(UNIXAddress("/run/relay/relay-1.sock"))), ("1.2.3.4", 0)) is None
+
+
+def test_socket_peer_elsewhere_is_the_scopes():
+    async def uvicorn_like_send(message: dict) -> None:
+        pass
+
+    assert daphne.socket_peer(uvicorn_like_send, ("10.0.0.1", 4)) == ("10.0.0.1", 4)
+
+
+def test_proxy_headers_are_warned_about_once(caplog):
+    daphne._warned_proxy_headers = False
+    server = Server.__new__(Server)
+    server.proxy_forwarded_address_header = "X-Forwarded-For"
+    send = functools.partial(server.handle_reply, PeerProtocol(IPv4Address("TCP", "127.0.0.1", 1)))
+    with caplog.at_level(logging.WARNING, "relay.server.daphne"):
+        daphne.socket_peer(send, None)
+        daphne.socket_peer(send, None)
+    (record,) = caplog.records
+    assert "event=proxy_headers_ignored" in record.getMessage() and "RELAY_TRUSTED_PROXIES" in record.getMessage()
+    daphne._warned_proxy_headers = False

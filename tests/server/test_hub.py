@@ -10,6 +10,8 @@ from relay import protocol
 from relay.redis import streams
 from relay.redis.messages import Disconnect, Live, Stored
 from relay.redis.resp import LINK_LOST
+from relay.redis.servers import server_of
+from relay.redis.streams import Settings
 from relay.server import hub as hub_module
 from relay.server.hub import Hub, get_hub, running_hub
 
@@ -41,6 +43,10 @@ class FakeConnection:
     def post_error(self, code, detail, ref=None):
         assert detail
         self.errors.append((code, ref))
+
+    def on_relay_reply(self, reply):  # as the consumer's: failures of frames without an id
+        if isinstance(reply, hiredis.ReplyError):
+            self.post_error("unavailable", "lost", None)
 
     async def close(self, code, reason=""):
         self.closed.append((code, reason))
@@ -85,6 +91,20 @@ class FakeCommands:
         self.connected = True
 
 
+class FakeShard:
+    """One fake Redis server: a bus, presence, commands and (with history) streams."""
+
+    def __init__(self, events: list, history: "FakeHistory | None" = None):
+        self.bus = FakeBus(events)
+        self.presence = FakePresence(events)
+        self.commands = FakeCommands()
+        self.history = history
+        self.server = server_of("redis://fake:6379")
+
+    def problem(self):
+        return None if self.commands.connected else "commands: not connected"
+
+
 class FakeHistory:
     """Records appends and their reply callbacks."""
 
@@ -109,25 +129,23 @@ def events() -> list:
 @pytest.fixture
 def hub() -> Hub:
     """A hub without Redis."""
-    return Hub(None, "prefix")
+    return Hub((), "prefix")
 
 
 @pytest.fixture
 def wired_hub(events) -> Hub:
     """A hub with a fake bus and fake presence, both recording into ``events``."""
-    wired = Hub(None, "prefix")
-    wired._bus = FakeBus(events)
-    wired._presence = FakePresence(events)
+    wired = Hub((), "prefix")
+    wired._shards = (FakeShard(events),)
     return wired
 
 
 @pytest.fixture
 def history_hub(events) -> Hub:
     """A hub with delivery history: a fake command pipe and fake streams."""
-    with_history = Hub(None, "prefix")
-    with_history._bus = FakeBus(events)
-    with_history._commands = FakeCommands()
-    with_history.history = FakeHistory()
+    with_history = Hub((), "prefix")
+    with_history._shards = (FakeShard(events, FakeHistory()),)
+    with_history.history = Settings(100, 300, 86400)
     return with_history
 
 
@@ -299,7 +317,7 @@ async def test_relay_delivers_here_then_publishes_and_acks_once_every_publish_wa
     events.clear()
     await wired_hub.relay(sender, protocol.Frame(targets=("alice", "bob"), payload_json='"hi"', ref=7))
     assert events == [("deliver", "alice"), ("publish", ("alice", "bob"), "carol", '"hi"')]
-    first, second = wired_hub._bus.on_replies
+    first, second = wired_hub._shards[0].bus.on_replies
     first(1)
     assert sender.sent == []  # bob's PUBLISH has not answered yet
     second(0)  # taken, whether or not a process holds bob
@@ -319,7 +337,7 @@ async def test_relay_delivers_here_then_publishes_and_acks_once_every_publish_wa
 async def test_a_publish_that_fails_sends_unavailable_with_the_ref_once_per_frame(wired_hub, replies):
     sender = FakeConnection("carol", V1)
     await wired_hub.relay(sender, protocol.Frame(targets=("alice", "bob"), payload_json='"hi"', ref="m-2"))
-    for on_reply, reply in zip(wired_hub._bus.on_replies, replies, strict=True):
+    for on_reply, reply in zip(wired_hub._shards[0].bus.on_replies, replies, strict=True):
         on_reply(reply)
     assert sender.errors == [(protocol.UNAVAILABLE, "m-2")]
     assert sender.sent == []  # no ack for a frame that may be lost
@@ -328,17 +346,17 @@ async def test_a_publish_that_fails_sends_unavailable_with_the_ref_once_per_fram
 async def test_a_sender_in_the_original_framing_gets_no_ack_but_hears_unavailable(wired_hub):
     sender = FakeConnection("carol")  # no relay.v1: the original framing has no ack frame
     await wired_hub.relay(sender, protocol.Frame(targets=("alice",), payload_json='"hi"', ref="m-4"))
-    wired_hub._bus.on_replies[0](1)
+    wired_hub._shards[0].bus.on_replies[0](1)
     assert sender.sent == [] and sender.errors == []
     await wired_hub.relay(sender, protocol.Frame(targets=("alice",), payload_json='"hi"', ref="m-5"))
-    wired_hub._bus.on_replies[1](LINK_LOST)
+    wired_hub._shards[0].bus.on_replies[1](LINK_LOST)
     assert sender.errors == [(protocol.UNAVAILABLE, "m-5")]
 
 
 async def test_relay_tells_the_sender_when_the_other_processes_cannot_be_reached(wired_hub):
     receiver = FakeConnection("alice")
     await wired_hub.join(receiver, accept)
-    wired_hub._bus.reachable = False
+    wired_hub._shards[0].bus.reachable = False
     sender = FakeConnection("carol")
     await wired_hub.relay(sender, protocol.Frame(targets=("alice", "bob"), payload_json='"hi"', ref="m-3"))
     assert receiver.delivered == [('"hi"', None)]  # this process's connections got it all the same
@@ -350,9 +368,9 @@ async def test_with_history_a_frame_is_appended_to_each_target_and_acked_with_th
     await history_hub.join(receiver, accept)
     sender = FakeConnection("carol", V1)
     await history_hub.relay(sender, protocol.Frame(targets=("alice", "bob"), payload_json='"hi"', ref=9))
-    assert history_hub.history.appended == [("alice", "carol", '"hi"'), ("bob", "carol", '"hi"')]
+    assert history_hub._shards[0].history.appended == [("alice", "carol", '"hi"'), ("bob", "carol", '"hi"')]
     assert receiver.delivered == []  # delivered from the stream, in its order, when Redis publishes it
-    stored_alice, stored_bob = history_hub.history.on_replies
+    stored_alice, stored_bob = history_hub._shards[0].history.on_replies
     stored_alice([b"e1", 4])
     assert sender.sent == []
     stored_bob([b"e2", 11])
@@ -362,7 +380,7 @@ async def test_with_history_a_frame_is_appended_to_each_target_and_acked_with_th
 async def test_with_history_a_failed_append_sends_unavailable_once(history_hub):
     sender = FakeConnection("carol", V1)
     await history_hub.relay(sender, protocol.Frame(targets=("alice", "bob"), payload_json='"hi"', ref=9))
-    for on_reply in history_hub.history.on_replies:
+    for on_reply in history_hub._shards[0].history.on_replies:
         on_reply(LINK_LOST)
     assert sender.errors == [(protocol.UNAVAILABLE, 9)]
     assert sender.sent == []
@@ -371,11 +389,11 @@ async def test_with_history_a_failed_append_sends_unavailable_once(history_hub):
 async def test_with_history_and_redis_away_a_frame_is_refused(history_hub):
     receiver = FakeConnection("alice")
     await history_hub.join(receiver, accept)
-    history_hub._commands.connected = False
+    history_hub._shards[0].commands.connected = False
     sender = FakeConnection("carol", V1)
     await history_hub.relay(sender, protocol.Frame(targets=("alice",), payload_json='"hi"', ref=9))
     assert sender.errors == [(protocol.UNAVAILABLE, 9)]
-    assert history_hub.history.appended == [] and receiver.delivered == []
+    assert history_hub._shards[0].history.appended == [] and receiver.delivered == []
 
 
 # drain
@@ -437,7 +455,7 @@ async def test_get_hub_returns_one_hub_per_event_loop(settings):
 
 
 async def test_local_connections_adds_up_every_hub(monkeypatch):
-    one, two = Hub(None, "prefix"), Hub(None, "prefix")
+    one, two = Hub((), "prefix"), Hub((), "prefix")
     for client_id in ("alice", "bob"):
         await one.join(FakeConnection(client_id), accept)
     for client_id in ("alice", "alice", "carol"):
@@ -453,6 +471,39 @@ async def test_local_connections_adds_up_every_hub(monkeypatch):
 
 
 async def test_a_hub_without_redis_has_no_redis_state(hub):
-    assert hub.redis_up is None
+    assert hub.redis_up("alice") is None
     assert hub.problem() is None
     assert hub.history is None
+
+
+# closing one session's connections (logout; issue 12)
+
+
+async def test_a_session_disconnect_closes_only_that_sessions_connections(hub):
+    tab, other_tab = FakeConnection("alice"), FakeConnection("alice")
+    tab.session_key = other_tab.session_key = "session-1"
+    other_browser = FakeConnection("alice")
+    other_browser.session_key = "session-2"
+    by_token = FakeConnection("alice")  # no session_key: a token or ?id= connection
+    for connection in (tab, other_tab, other_browser, by_token):
+        await hub.join(connection, accept)
+    await hub.receive("alice", Disconnect(4401, "logged out", "session-1"))
+    assert tab.closed == other_tab.closed == [(4401, "logged out")]
+    assert other_browser.closed == by_token.closed == []
+    assert await hub.disconnect("alice", 4401, "logged out", "session-3") == 0
+    assert await hub.disconnect("alice", 4000, "") == 4  # without a session: every connection of the id
+
+
+async def test_connections_of_counts_an_id_from_the_start_of_its_handshake(hub):
+    seen = []
+
+    async def accepting():
+        seen.append(hub.connections_of("alice"))
+
+    assert hub.connections_of("alice") == 0
+    first = FakeConnection("alice")
+    await hub.join(first, accepting)
+    await hub.join(FakeConnection("alice"), accepting)
+    assert seen == [1, 2] and hub.connections_of("alice") == 2 and hub.connections_of("bob") == 0
+    hub.leave(first)
+    assert hub.connections_of("alice") == 1

@@ -13,10 +13,8 @@ from django.urls import URLPattern, path, reverse
 from relay import api, presence, protocol
 from relay.contrib.admin.forms import SendMessageForm
 from relay.contrib.admin.models import AuditEntry
+from relay.contrib.admin.permissions import SEND_PERMISSION  # re-exported: it was defined here
 from relay.exceptions import LAYER_ERRORS
-
-#: The permission to push from the admin (and to create API keys, which push too).
-SEND_PERMISSION = "relay_admin.send_message"
 
 if TYPE_CHECKING:  # ModelAdmin is generic in django-stubs only: ModelAdmin[...] fails at run time
     _ModelAdmin = admin.ModelAdmin[AuditEntry]
@@ -26,7 +24,10 @@ else:
 
 @admin.register(AuditEntry)
 class AuditEntryAdmin(_ModelAdmin):
-    """The audit log (read-only), with the "Send a message" and "Who is online" pages."""
+    """The audit log, with the "Send a message" and "Who is online" pages.
+
+    Read-only: nobody adds or changes entries here, and only superusers may delete them.
+    """
 
     list_display = ["created_at", "source", "actor", "target_list", "online", "size"]
     list_filter = ["source"]
@@ -38,6 +39,11 @@ class AuditEntryAdmin(_ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEntry | None = None) -> bool:
+        # An audit log that its subjects can prune is no audit log: only superusers, whatever
+        # permissions staff were given (old entries go by RELAY_AUDIT_RETENTION_DAYS anyway).
+        return bool(request.user.is_superuser)
 
     @admin.display(description="targets")
     def target_list(self, obj: AuditEntry) -> str:

@@ -2,7 +2,8 @@
 
 ``POST /relay/api/send`` with ``Authorization: Bearer <api key>`` and a body like a
 WebSocket frame; ``GET /relay/api/presence?ids=1,2``. Every answer is JSON, errors as
-``{"error": {"code": ..., "detail": ...}}`` with the WebSocket error codes.
+``{"error": {"code": ..., "detail": ...}}`` with the WebSocket error codes. A key's scope
+says which of the two it may use, and for which client ids (403 ``forbidden`` past it).
 """
 
 import logging
@@ -27,9 +28,30 @@ def method_not_allowed(allowed: str) -> JsonResponse:
 
 
 async def authenticate(request: HttpRequest) -> ApiKey | None:
-    """The API key of an ``Authorization: Bearer <key>`` header (never a session cookie)."""
+    """The API key of an ``Authorization: Bearer <key>`` header (never a session cookie).
+
+    ``relay.contrib.http_api.asgi.ApiRequestGuard`` authenticated it already for a
+    request with a body, before the body was read: that key is taken as it is.
+    """
+    checked = getattr(request, "scope", {}).get("relay_api_key")
+    if isinstance(checked, ApiKey):
+        return checked
     key = bearer_credentials(request.headers.get("Authorization", ""))
     return await ApiKey.authenticate(key) if key else None
+
+
+def not_in_scope(key: ApiKey, action: str) -> JsonResponse:
+    """403: the key's scope does not allow ``action`` ("send", "read presence")."""
+    return error(403, protocol.FORBIDDEN, f"This key may not {action} (its scope: {key.scope}).")
+
+
+def ids_out_of_scope(key: ApiKey, action: str, client_ids: list[str]) -> JsonResponse | None:
+    """403 when the key's scope does not reach some of ``client_ids`` (naming them); else None."""
+    refused = key.refused_ids(client_ids)
+    if not refused:
+        return None
+    listed = ", ".join(refused[:10]) + (f" and {len(refused) - 10} more" if len(refused) > 10 else "")
+    return error(403, protocol.FORBIDDEN, f"This key may not {action} for {listed} (its scope: {key.scope}).")
 
 
 def unauthorized() -> JsonResponse:
@@ -56,6 +78,8 @@ async def send(request: HttpRequest) -> JsonResponse:
     key = await authenticate(request)
     if key is None:
         return unauthorized()
+    if not key.can_send:
+        return not_in_scope(key, "send")
     limit = conf.RELAY_MAX_MESSAGE_BYTES
     try:
         declared = int(request.headers.get("Content-Length") or 0)
@@ -80,6 +104,9 @@ async def send(request: HttpRequest) -> JsonResponse:
             400, protocol.INVALID_MESSAGE, "Calls and pings are for WebSocket clients; send {targets, payload}."
         )
     targets = list(message.targets)
+    refusal = ids_out_of_scope(key, "send", targets)
+    if refusal is not None:
+        return refusal
     try:
         sent = await api.push(message.targets, message.payload_json)
     except LAYER_ERRORS as exc:
@@ -101,8 +128,11 @@ async def presence_view(request: HttpRequest) -> JsonResponse:
     """Which of ``?ids=1,2,3`` are online: ``{"online": [...], "connections": {id: n}}``."""
     if request.method != "GET":
         return method_not_allowed("GET")
-    if await authenticate(request) is None:
+    key = await authenticate(request)
+    if key is None:
         return unauthorized()
+    if not key.can_read_presence:
+        return not_in_scope(key, "read presence")
     raw = [part.strip() for part in request.GET.get("ids", "").split(",") if part.strip()]
     if not raw:
         return error(400, protocol.INVALID_MESSAGE, "Name the client ids: ?ids=1,2,3.")
@@ -110,6 +140,9 @@ async def presence_view(request: HttpRequest) -> JsonResponse:
         ids = protocol.parse_targets(raw, max_targets=conf.RELAY_MAX_TARGETS)
     except protocol.ProtocolError as exc:
         return error(400, exc.code, exc.detail)
+    refusal = ids_out_of_scope(key, "read presence", list(ids))
+    if refusal is not None:
+        return refusal
     try:
         counts = await presence.aconnections(ids)
     except LAYER_ERRORS as exc:
@@ -117,6 +150,7 @@ async def presence_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"online": [i for i in ids if i in counts], "connections": counts})
 
 
+@csrf_exempt  # else a POST to an unknown path gets Django's CSRF page (HTML), not this JSON
 async def not_found(request: HttpRequest) -> JsonResponse:
-    """404 in JSON for any other path under the API."""
+    """404 in JSON for any other path under the API, whatever the method."""
     return error(404, "not_found", "No such endpoint: see the README's 'HTTP API'.")

@@ -314,3 +314,74 @@ def test_revoking_needs_the_change_permission(django_user_model):
     client.post(KEYS, {"action": "revoke_keys", "_selected_action": [key.pk]})
     key.refresh_from_db()
     assert key.active
+
+
+# Who may create keys, what a key may do, and the audit log's integrity (issue 12)
+
+
+def staff_with(django_user_model, username: str, *permissions: tuple[str, str]) -> Client:
+    """A staff user with exactly these ``(app_label, codename)`` permissions, logged in."""
+    user = django_user_model.objects.create_user(username, is_staff=True)
+    for app_label, codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename, content_type__app_label=app_label))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_creating_a_key_needs_the_send_permission_as_well(django_user_model):
+    """The finding: staff with only add_apikey created a key and pushed, bypassing relay_admin.send_message."""
+    key_clerk = staff_with(
+        django_user_model, "key-clerk", ("relay_http_api", "add_apikey"), ("relay_http_api", "view_apikey")
+    )
+    assert key_clerk.get(f"{KEYS}add/").status_code == 403
+    assert key_clerk.post(f"{KEYS}add/", {"name": "sneaky", "can_send": "on"}).status_code == 403
+    assert not ApiKey.objects.exists()
+
+    sender = staff_with(
+        django_user_model, "key-sender", ("relay_http_api", "add_apikey"), ("relay_admin", "send_message")
+    )
+    response = sender.post(f"{KEYS}add/", {"name": "allowed", "can_send": "on"})
+    assert response.status_code == 200 and response.context["plain_key"]
+    assert ApiKey.objects.get().name == "allowed"
+
+
+@pytest.mark.django_db
+def test_add_key_sets_its_scope_once(admin_client):
+    response = admin_client.post(
+        f"{KEYS}add/", {"name": "presence-only", "can_read_presence": "on", "client_ids": "user-* 42"}
+    )
+    assert response.status_code == 200
+    key = ApiKey.objects.get()
+    assert (key.can_send, key.can_read_presence, key.patterns) == (False, True, ["user-*", "42"])
+    assert key.scope == "presence; ids user-* 42"
+    # Fixed from then on: widening a key's reach takes a new key.
+    admin_client.post(f"{KEYS}{key.pk}/change/", {"name": "presence-only", "can_send": "on", "client_ids": ""})
+    key.refresh_from_db()
+    assert (key.can_send, key.patterns) == (False, ["user-*", "42"])
+    assert "presence; ids user-* 42" in admin_client.get(KEYS).content.decode()
+
+
+@pytest.mark.django_db
+def test_add_key_refuses_a_bad_client_id_pattern(admin_client):
+    response = admin_client.post(f"{KEYS}add/", {"name": "bad", "can_send": "on", "client_ids": "user-* a/b"})
+    assert response.status_code == 200
+    assert "Not a client-id pattern: a/b" in str(response.context["adminform"].form.errors["client_ids"])
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.django_db
+def test_only_a_superuser_may_delete_audit_entries(django_user_model, admin_client):
+    """The finding: staff with delete_auditentry deleted rows of the "read-only" audit log."""
+    entry = AuditEntry.record(AuditEntry.Source.API, "api key billing", ["bob"], 1, 3)
+    pruner = staff_with(
+        django_user_model, "pruner", ("relay_admin", "delete_auditentry"), ("relay_admin", "view_auditentry")
+    )
+    assert pruner.post(f"/admin/relay_admin/auditentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+    pruner.post("/admin/relay_admin/auditentry/", {"action": "delete_selected", "_selected_action": [entry.pk]})
+    assert AuditEntry.objects.filter(pk=entry.pk).exists()
+    assert pruner.post(f"/admin/relay_admin/auditentry/{entry.pk}/change/", {"actor": "x"}).status_code == 403
+
+    admin_client.post(f"/admin/relay_admin/auditentry/{entry.pk}/delete/", {"post": "yes"})
+    assert not AuditEntry.objects.filter(pk=entry.pk).exists()

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection
 from django.utils import timezone
 
@@ -116,3 +117,26 @@ def test_last_used_is_written_at_most_once_a_minute(monkeypatch):
     monkeypatch.setattr("relay.contrib.http_api.models.timezone.now", lambda: later)
     assert async_to_sync(ApiKey.authenticate)(plain) == key
     assert ApiKey.objects.get().last_used_at == later
+
+
+# Scopes (issue 12)
+
+
+@pytest.mark.parametrize(
+    ("patterns", "ids", "refused"),
+    [
+        ("", ["anyone", "42"], []),
+        ("user-*", ["user-1", "user-", "admin", "xuser-1"], ["admin", "xuser-1"]),
+        ("42 user-*, team-?", ["42", "420", "team-?", "team-a"], ["420", "team-a"]),  # only * is special
+        ("*", ["a", "b"], []),
+    ],
+)
+def test_a_keys_patterns_say_which_ids_it_reaches(patterns, ids, refused):
+    key = ApiKey(name="k", client_ids=patterns)
+    assert key.refused_ids(ids) == refused
+
+
+def test_generate_refuses_a_pattern_that_is_not_one():
+    with pytest.raises(ValidationError, match="Not a client-id pattern: b/c"):
+        ApiKey.generate("k", client_ids="ok a b/c")
+    assert not ApiKey.objects.exists()

@@ -77,7 +77,9 @@ def test_list_never_prints_keys():
     output = relay_apikey("list")
     alerts, billing = ApiKey.objects.order_by("name")
     revoked = f"revoked {alerts.revoked_at:%Y-%m-%d %H:%M}"
-    assert output == f"alerts\t{alerts.prefix}\t{revoked}\nbilling\t{billing.prefix}\tactive\n"
+    assert (
+        output == f"alerts\t{alerts.prefix}\t{revoked}\tsend; any id\nbilling\t{billing.prefix}\tactive\tsend; any id\n"
+    )
     for plain in plains:
         assert plain.split("_", 2)[2] not in output  # the secret part (it may hold "_" itself)
     for key in (alerts, billing):
@@ -91,3 +93,30 @@ def test_list_with_no_keys():
 def test_an_action_is_required():
     with pytest.raises(CommandError):
         relay_apikey()
+
+
+# Scopes (issue 12)
+
+
+def test_create_makes_a_send_only_key_for_any_id_by_default():
+    relay_apikey("create", "billing")
+    key = ApiKey.objects.get()
+    assert (key.can_send, key.can_read_presence, key.patterns) == (True, False, [])
+
+
+def test_create_with_scopes_and_id_patterns():
+    relay_apikey("create", "dashboard", "--scope", "presence", "--ids", "user-*,42", "--ids", "team-*")
+    key = ApiKey.objects.get()
+    assert (key.can_send, key.can_read_presence, key.patterns) == (False, True, ["user-*", "42", "team-*"])
+    relay_apikey("create", "both", "--scope", "send", "--scope", "presence")
+    assert ApiKey.objects.get(name="both").scope == "send, presence; any id"
+    assert "dashboard\t" in relay_apikey("list") and "\tpresence; ids user-* 42 team-*\n" in relay_apikey("list")
+
+
+@pytest.mark.parametrize(("options", "problem"), [(["--scope", "admin"], "invalid choice"), (["--ids", "a/b"], None)])
+def test_create_refuses_a_bad_scope_or_pattern(options, problem):
+    with pytest.raises((CommandError, SystemExit)) as refused:
+        relay_apikey("create", "bad", *options)
+    if problem is None:
+        assert "Not a client-id pattern: a/b" in str(refused.value)
+    assert not ApiKey.objects.exists()

@@ -25,8 +25,8 @@ def fast_password_hashing(settings):
 
 @pytest.fixture
 def api_key(db) -> str:
-    """The plain form of an active API key named ``billing``."""
-    return ApiKey.generate("billing")[1]
+    """The plain form of an active API key named ``billing``, that may send and read presence."""
+    return ApiKey.generate("billing", can_read_presence=True)[1]
 
 
 def auth(plain: str) -> dict[str, str]:
@@ -323,3 +323,62 @@ def test_staff_session_without_a_key_is_401(admin_user, enforce_csrf_checks):
     response = client.get(PRESENCE, {"ids": "bob"})
     assert response.status_code == 401
     assert AuditEntry.objects.count() == 0
+
+
+# Scoped keys (issue 12)
+
+
+@pytest.mark.django_db
+def test_a_key_without_the_presence_scope_cannot_see_who_is_online(recording_layer):
+    """The finding: any key enumerated who of ids 1..5000 was online."""
+    _, plain = ApiKey.generate("billing")  # send only, the default
+    response = Client().get(PRESENCE, {"ids": ",".join(str(i) for i in range(1, 101))}, headers=auth(plain))
+    assert_json_error(response, 403, protocol.FORBIDDEN, "This key may not read presence (its scope: send; any id).")
+    assert post(Client(), frame(["bob"], 1), plain).status_code == 202
+
+
+@pytest.mark.django_db
+def test_a_presence_only_key_cannot_send(recording_layer):
+    _, plain = ApiKey.generate("dashboard", can_send=False, can_read_presence=True)
+    assert_json_error(post(Client(), frame(["bob"], 1), plain), 403, protocol.FORBIDDEN)
+    assert recording_layer.sent == []
+    assert AuditEntry.objects.count() == 0
+    assert Client().get(PRESENCE, {"ids": "bob"}, headers=auth(plain)).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_key_restricted_to_patterns_reaches_those_ids_only(recording_layer):
+    _, plain = ApiKey.generate("billing", can_read_presence=True, client_ids="user-* 42")
+    assert post(Client(), frame(["user-1", 42, "user-x.y"], 1), plain).status_code == 202
+    response = post(Client(), frame(["user-2", "admin", "43"], 1), plain)
+    assert_json_error(
+        response,
+        403,
+        protocol.FORBIDDEN,
+        "This key may not send for admin, 43 (its scope: send, presence; ids user-* 42).",
+    )
+    assert [group for group, _ in recording_layer.sent] == ["relay.user-1", "relay.42", "relay.user-x.y"]
+    assert Client().get(PRESENCE, {"ids": "user-9,42"}, headers=auth(plain)).status_code == 200
+    assert_json_error(Client().get(PRESENCE, {"ids": "user-9,7"}, headers=auth(plain)), 403, protocol.FORBIDDEN)
+
+
+# Every answer is JSON, whatever the method (issue 12)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "options"])
+@pytest.mark.parametrize("path", ["/relay/api/x", "/relay/api/send/extra", "/relay/api/"])
+def test_unknown_api_path_is_404_json_even_with_csrf_checks_enforced(method, path):
+    """The finding: a POST there got Django's CSRF page (HTML)."""
+    response = getattr(Client(enforce_csrf_checks=True), method)(path)
+    assert_json_error(response, 404, "not_found")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("path", "allowed"), [(SEND, "POST"), (PRESENCE, "GET")])
+@pytest.mark.parametrize("method", ["put", "patch", "delete", "options", "head"])
+def test_other_methods_on_known_paths_are_405_json_with_csrf_checks_enforced(path, allowed, method):
+    response = getattr(Client(enforce_csrf_checks=True), method)(path)
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response["Allow"] == allowed
