@@ -1,7 +1,7 @@
 """The relay's HTTP endpoints; include them with ``path("relay/", include("relay.urls"))``.
 
-Health and metrics always; the HTTP API under ``api/`` when ``relay.contrib.http_api``
-is installed.
+Health and metrics always; the demo under ``demo/`` where ``RELAY_DEMO`` is on; the HTTP
+API under ``api/`` when ``relay.contrib.http_api`` is installed.
 """
 
 from django.apps import apps
@@ -14,6 +14,7 @@ app_name = "relay"
 urlpatterns: list[URLPattern | URLResolver] = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics_view, name="metrics"),
+    path("demo/", include("relay.demo.urls")),  # 404 unless RELAY_DEMO
 ]
 
 if apps.is_installed("relay.contrib.http_api"):
