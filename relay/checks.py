@@ -204,7 +204,7 @@ def check_message_handlers() -> list[CheckMessage]:
 
 
 def check_history() -> list[CheckMessage]:
-    """The RELAY_HISTORY_* settings: a flag and positive numbers, the stream outliving its entries."""
+    """The RELAY_HISTORY_* settings: a flag and positive numbers, the stream outliving its entries, the budget."""
     errors: list[CheckMessage] = []
     if conf.RELAY_HISTORY is not None and not isinstance(conf.RELAY_HISTORY, bool):
         errors.append(Error("RELAY_HISTORY must be True, False or None (where there is Redis).", id="relay.E022"))
@@ -216,6 +216,16 @@ def check_history() -> list[CheckMessage]:
                 "the stream's TTL at least the entries' TTL.",
                 hint="e.g. RELAY_HISTORY_SIZE = 100, RELAY_HISTORY_TTL = 300, RELAY_HISTORY_STREAM_TTL = 86400.",
                 id="relay.E023",
+            )
+        )
+    rate, burst = conf.RELAY_HISTORY_RATE, conf.RELAY_HISTORY_BURST
+    if (rate is not None and not _positive_int(rate)) or not _positive_int(burst):
+        errors.append(
+            Error(
+                "RELAY_HISTORY_RATE must be None or a positive integer of bytes a second, "
+                "RELAY_HISTORY_BURST a positive integer of bytes.",
+                hint="e.g. RELAY_HISTORY_RATE = 65536, RELAY_HISTORY_BURST = 2097152.",
+                id="relay.E031",
             )
         )
     if conf.RELAY_HISTORY is True and not servers.configured():
@@ -409,6 +419,14 @@ def check_deploy(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) 
         )
     warnings.extend(check_deploy_hardening())
     return warnings
+
+
+@register("relay")
+def check_groups_on_bus(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """RELAY_GROUPS_ON_BUS is a boolean."""
+    if not isinstance(conf.RELAY_GROUPS_ON_BUS, bool):
+        return [Error("RELAY_GROUPS_ON_BUS must be True or False.", id="relay.E032")]
+    return []
 
 
 @register(Tags.security, "relay")

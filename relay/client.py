@@ -14,10 +14,11 @@ It speaks ``relay.v1`` and keeps the rules of relay.js: it reconnects with full-
 exponential backoff (reset after a stable connection), resumes its stream with
 ``?since=<epoch>:<offset>`` (the position is kept in memory, per client), drops deliveries
 it has seen by their offset and reconnects to resume on a gap, settles ``send`` on the ack
-(or the frame's errors: ``forbidden`` per refused target, then the ack for the others) and
-``call`` on the reply, and queues frames sent while disconnected (bounded). Unlike a
-browser it sees WebSocket pings, so the ``websockets`` keepalive finds dead connections,
-and it sees the handshake's HTTP status, so a refusal (403) is known at once.
+(or the frame's errors: ``forbidden`` per refused target and ``unavailable`` per target
+whose Redis is down, then the ack for the others) and ``call`` on the reply, and queues
+frames sent while disconnected (bounded). Unlike a browser it sees WebSocket pings, so
+the ``websockets`` keepalive finds dead connections, and it sees the handshake's HTTP
+status, so a refusal (403) is known at once.
 
 It needs no Django settings: run it from any asyncio program. It uses the ``websockets``
 package, which ``django-relay[client]`` installs; nothing in the relay imports this module.
@@ -59,13 +60,22 @@ class RelayError(Exception):
     ``refused`` (the handshake was refused), ``invalid_message``.
     """
 
-    def __init__(self, code: str, detail: str, ref: str | int | None = None, errors: tuple[Any, ...] = ()) -> None:
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        ref: str | int | None = None,
+        errors: tuple[Any, ...] = (),
+        target: str | None = None,
+    ) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
         self.ref = ref
-        #: For ``forbidden`` with every target refused: one error per target.
+        #: For a send that no target got (``forbidden``, ``unavailable``): one error per target.
         self.errors = errors
+        #: The one target of the frame the error is about (``unavailable`` per target), else None.
+        self.target = target
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +113,15 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """The relay took a message: where it went in each target's stream, and who was forbidden."""
+    """The relay took a message: where it went in each target's stream, and which targets did not get it.
+
+    ``forbidden``: the send policy refused them; ``unavailable``: their Redis could not take
+    it (each error's ``target`` names one: send it again to those, not to the others).
+    """
 
     offsets: dict[str, int]
     forbidden: tuple[RelayError, ...] = ()
+    unavailable: tuple[RelayError, ...] = ()
 
 
 @dataclass(slots=True)
@@ -117,6 +132,7 @@ class _Request:
     kind: str  # "send" or "call"
     targets: frozenset[Any] = frozenset()
     forbidden: list[RelayError] = field(default_factory=list)
+    unavailable: list[RelayError] = field(default_factory=list)
     sent: bool = False
 
 
@@ -255,8 +271,10 @@ class RelayClient:
     ) -> Ack:
         """Send ``payload`` to every connection of each target; returns the Ack.
 
-        Raises RelayError with the frame's error code, ``forbidden`` when every target
-        was refused, ``timeout``, ``disconnected``, ``queue_full`` or ``closed``.
+        The Ack lists the targets that did not get it (``forbidden``, ``unavailable``) when
+        others did. Raises RelayError with the frame's error code, ``forbidden`` when every
+        target was refused, ``unavailable`` when no target got it (``errors``: one per
+        target), ``timeout``, ``disconnected``, ``queue_full`` or ``closed``.
         """
         listed = [targets] if isinstance(targets, (str, int)) else list(targets)
         distinct = frozenset(normalize_client_id(target) or target for target in listed)
@@ -355,7 +373,7 @@ class RelayClient:
                 if code in self.stop_codes:
                     raise _Stop(code, reason, False)
                 if code == CLOSE_GOING_AWAY:
-                    self._going_away = True  # a draining server refuses handshakes until it is gone
+                    self._going_away = True  # a proxy may refuse handshakes until the server is back
                 await self._backoff(code, reason, opened_at)
         except _Stop as stop:
             self._finish(stop)
@@ -399,6 +417,7 @@ class RelayClient:
     def _handshake_failed(self, exc: Exception) -> None:
         """A refusal (HTTP 4xx) stops the client after ``refused_after`` in a row, unless the server is going away."""
         if not (isinstance(exc, InvalidStatus) and 400 <= exc.response.status_code < 500):
+            self._refusals = 0  # a failure of another kind in between: not "in a row"
             return
         self._refusals += 1
         if not self._going_away and self._refusals >= self.refused_after:
@@ -539,7 +558,9 @@ class RelayClient:
         request = self._pending.get(ref) if isinstance(ref, int) else None
         if request is None or request.kind != kind:
             return
-        self._settle(request, Ack(dict(value), tuple(request.forbidden)) if kind == "send" else value)
+        if kind == "send":
+            value = Ack(dict(value), tuple(request.forbidden), tuple(request.unavailable))
+        self._settle(request, value)
 
     def _error(self, frame: dict[str, Any]) -> None:
         code, detail, ref = str(frame.get("code")), str(frame.get("detail", "")), frame.get("ref")
@@ -547,13 +568,16 @@ class RelayClient:
         if request is None:
             self._emit("error", code=code, detail=detail, ref=ref)
             return
-        error = RelayError(code, detail, ref)
-        if request.kind == "send" and code == "forbidden":
-            # One per refused target, then the ack for the others; with every target refused, no ack.
-            request.forbidden.append(error)
-            if len(request.forbidden) < len(request.targets):
+        target = frame.get("target") if isinstance(frame.get("target"), str) else None
+        error = RelayError(code, detail, ref, target=target)
+        if request.kind == "send" and (code == "forbidden" or target is not None):
+            # One per target the send policy refused or whose Redis is down, then the ack for
+            # the others; with no target left, no ack.
+            (request.forbidden if code == "forbidden" else request.unavailable).append(error)
+            failed = (*request.forbidden, *request.unavailable)
+            if len(failed) < len(request.targets):
                 return
-            error = RelayError(code, "every target was forbidden", ref, tuple(request.forbidden))
+            error = not_sent(error, failed)
         self._settle(request, error=error)
 
     def _settle(self, request: _Request, value: Any = None, error: RelayError | None = None) -> None:
@@ -564,6 +588,15 @@ class RelayClient:
             request.future.set_exception(error)
         else:
             request.future.set_result(value)
+
+
+def not_sent(last: RelayError, failed: tuple[RelayError, ...]) -> RelayError:
+    """The error of a send that no target got: ``failed`` has one error per target."""
+    if all(error.code == "forbidden" for error in failed):
+        return RelayError("forbidden", "every target was forbidden", last.ref, failed)
+    if len(failed) == 1:
+        return RelayError(last.code, last.detail, last.ref, failed, last.target)
+    return RelayError("unavailable", "no target got the message", last.ref, failed)
 
 
 def iter_queue(queue: "asyncio.Queue[Any]") -> list[Any]:

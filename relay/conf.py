@@ -1,16 +1,26 @@
 """The relay's settings: one typed property per ``RELAY_*`` name, with its default.
 
-Each property reads ``django.conf.settings`` at access time, so ``override_settings``
-works in tests and nothing needs resetting.
+Each property reads ``django.conf.settings`` at access time, through a cache that is
+emptied when the settings change (``override_settings`` and pytest-django's ``settings``
+put a new holder in place, and send ``setting_changed``): a setting the site does not
+set costs Django an AttributeError on every read, and a handshake reads a dozen.
 """
 
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from relay.protocol import FRAMING_ORIGINAL, SUBPROTOCOL_V1
 
 T = TypeVar("T")
+
+#: Stands for a setting the site does not set, in the cache.
+_UNSET = object()
+#: The site's value of each setting read so far, or _UNSET, and the settings they were read from.
+_read: dict[str, Any] = {}
+_read_from: list[Any] = [None]
 
 
 def setting(name: str, default: T) -> T:
@@ -18,7 +28,20 @@ def setting(name: str, default: T) -> T:
 
     Typed as the default's type: ``checks.py`` rejects values of another type.
     """
-    return cast(T, getattr(settings, name, default))
+    holder = settings._wrapped  # type: ignore[misc]  # override_settings swaps it: another holder, read again
+    if holder is not _read_from[0]:
+        _read.clear()
+        _read_from[0] = holder
+    value = _read.get(name, _UNSET)
+    if value is _UNSET and name not in _read:
+        value = _read[name] = getattr(settings, name, _UNSET)
+    return default if value is _UNSET else cast(T, value)
+
+
+@receiver(setting_changed)
+def forget_settings(**kwargs: Any) -> None:
+    """A setting changed (in tests): read every one again."""
+    _read.clear()
 
 
 class Settings:
@@ -142,6 +165,21 @@ class Settings:
         return setting("RELAY_HISTORY_TTL", 300)
 
     @property
+    def RELAY_HISTORY_RATE(self) -> int | None:
+        """Bytes a second one client id's frames may store in streams, per process; None for no limit.
+
+        A frame stores, in each target's stream, its payload and sender plus ``ENTRY_COST``
+        (``relay.redis.streams``): what an entry and a new stream's keys cost Redis.
+        """
+        rate: int | None = setting("RELAY_HISTORY_RATE", 64 * 1024)
+        return rate
+
+    @property
+    def RELAY_HISTORY_BURST(self) -> int:
+        """Bytes one client id's frames may store at once above ``RELAY_HISTORY_RATE``."""
+        return setting("RELAY_HISTORY_BURST", 2 * 1024 * 1024)
+
+    @property
     def RELAY_HISTORY_STREAM_TTL(self) -> int:
         """Seconds a stream's position (epoch and offset) outlives its last delivery."""
         return setting("RELAY_HISTORY_STREAM_TTL", 86400)
@@ -208,6 +246,11 @@ class Settings:
     def RELAY_METRICS_TOKEN(self) -> str | None:
         """A bearer token that may read /relay/metrics from anywhere; None for none."""
         return setting("RELAY_METRICS_TOKEN", None)
+
+    @property
+    def RELAY_GROUPS_ON_BUS(self) -> bool:
+        """Whether the bus carries the layer groups ``relay.<id>`` (channels-redis pub/sub layer only)."""
+        return setting("RELAY_GROUPS_ON_BUS", True)
 
     @property
     def RELAY_DEMO(self) -> bool:

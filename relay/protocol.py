@@ -31,6 +31,7 @@ TOO_MANY_TARGETS = "too_many_targets"
 MESSAGE_TOO_LARGE = "message_too_large"
 BINARY_NOT_SUPPORTED = "binary_not_supported"
 RATE_LIMITED = "rate_limited"
+HISTORY_LIMITED = "history_limited"
 FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
 UNKNOWN_CALL = "unknown_call"
@@ -276,14 +277,17 @@ def parse_since(value: str) -> tuple[str, int] | None:
     return match.group(1), int(match.group(2))
 
 
-def encode_error(subprotocol: str | None, code: str, detail: str, ref: Any = None) -> str:
+def encode_error(subprotocol: str | None, code: str, detail: str, ref: Any = None, target: str | None = None) -> str:
     """The server frame telling a sender what was wrong, in the connection's framing.
 
-    ``ref`` (the bad frame's ``"id"``) is in both framings when the frame had one.
+    ``ref`` (the bad frame's ``"id"``) is in both framings when the frame had one;
+    ``target``, when the error is about one target of the frame only (``unavailable``).
     """
     error: dict[str, JSON] = {"code": code, "detail": detail}
     if ref is not None:
         error["ref"] = ref
+    if target is not None:
+        error["target"] = target
     if subprotocol == SUBPROTOCOL_V1:
         return dumps({"type": "error", **error})
     return dumps({"error": error})

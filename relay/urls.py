@@ -17,5 +17,13 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("demo/", include("relay.demo.urls")),  # 404 unless RELAY_DEMO
 ]
 
+
+def http_api_patterns() -> list[URLPattern | URLResolver]:
+    """``api/...``, and ``api`` itself: else CommonMiddleware (APPEND_SLASH) answers it with an HTML redirect."""
+    from relay.contrib.http_api.views import not_found  # late: the app is optional
+
+    return [path("api", not_found), path("api/", include("relay.contrib.http_api.urls"))]
+
+
 if apps.is_installed("relay.contrib.http_api"):
-    urlpatterns.append(path("api/", include("relay.contrib.http_api.urls")))
+    urlpatterns += http_api_patterns()

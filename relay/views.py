@@ -5,6 +5,7 @@ import hmac
 import ipaddress
 import logging
 
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from relay import metrics
@@ -14,7 +15,7 @@ from relay.exceptions import LAYER_ERRORS
 from relay.identity.handshake import bearer_credentials
 from relay.identity.peers import resolve_client
 from relay.logs import field
-from relay.server.hub import running_hub
+from relay.server.hub import Hub, get_hub, running_hub
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +44,27 @@ async def layer_round_trip() -> None:
     await asyncio.gather(receiving, return_exceptions=True)
 
 
-async def health_problem() -> tuple[str, str] | None:
+def hub_to_check(request: HttpRequest) -> Hub | None:
+    """This process's hub, started here if no WebSocket has come yet; None outside an ASGI server.
+
+    The hub, and with it the relay's Redis links, starts at the first WebSocket: a fresh
+    process whose links cannot work would pass the check until then. Under ASGI the view
+    runs in the server's event loop, the one the sockets will use; under WSGI (no sockets)
+    each request has a loop of its own, and a hub started there would serve nothing.
+    """
+    return get_hub() if isinstance(request, ASGIRequest) else running_hub()
+
+
+async def health_problem(hub: Hub | None) -> tuple[str, str] | None:
     """Why this process should not get traffic now: a short category and the full reason; None if healthy.
 
     Categories: ``draining`` (SIGTERM: it is closing its sockets), ``channel_layer`` (a
     message did not round-trip the layer), ``redis`` (the relay's own Redis connections are down).
     """
-    hub = running_hub()  # none yet: no connection has come, nothing to report
     if hub is not None and hub.draining:
         return "draining", "the process is shutting down (SIGTERM)"
+    if hub is not None:  # a fresh hub's links are still being made: "not connected yet" is no verdict
+        await hub.wait_started(HEALTH_TIMEOUT)
     try:
         await asyncio.wait_for(layer_round_trip(), HEALTH_TIMEOUT)
     except LAYER_ERRORS as exc:
@@ -67,18 +80,44 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the channel layer round-trips and the relay's bus is up; 503 with a short reason.
 
     Anyone may ask, so the answer never holds an address, a port or a server's error
-    text (``{"status": "unavailable", "reason": "redis"}``): the full reason is logged,
-    and given as ``detail`` to a request with the metrics token.
+    text (``{"status": "unavailable", "reason": "redis"}``): the full reason is logged
+    (when it changes), and given as ``detail`` to a request with the metrics token.
     """
-    problem = await health_problem()
+    problem = await health_problem(hub_to_check(request))
+    health_log.record(problem)
     if problem is None:
         return JsonResponse({"status": "ok"})
     category, detail = problem
-    logger.warning("event=unhealthy reason=%s detail=%s", category, field(detail))
     body = {"status": "unavailable", "reason": category}
     if has_metrics_token(request):
         body["detail"] = detail
-    return JsonResponse(body, status=503)
+    response = JsonResponse(body, status=503)
+    # Django logs every 5xx ("Service Unavailable: /relay/healthz"), at every probe of the
+    # load balancer; the reason is logged once per change above. It skips a response so marked.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+class HealthLog:
+    """Logs the health check's findings when they change, not at every probe (a load balancer probes every second)."""
+
+    def __init__(self) -> None:
+        #: The problem logged last; None: healthy (or nothing logged yet).
+        self.last: tuple[str, str] | None = None
+
+    def record(self, problem: tuple[str, str] | None) -> None:
+        """Log ``problem`` (category, detail) unless it is the one logged last; None: healthy (again)."""
+        if problem == self.last:
+            return
+        if problem is None:
+            logger.warning("event=healthy")
+        else:
+            logger.warning("event=unhealthy reason=%s detail=%s", problem[0], field(problem[1]))
+        self.last = problem
+
+
+#: This process's health log: one per process, as the load balancer sees one per process.
+health_log = HealthLog()
 
 
 def has_metrics_token(request: HttpRequest) -> bool:

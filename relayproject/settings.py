@@ -209,10 +209,15 @@ if os.environ.get("RELAY_METRICS_TOKEN"):
     RELAY_METRICS_TOKEN = os.environ["RELAY_METRICS_TOKEN"]
 if "RELAY_HISTORY" in os.environ:
     RELAY_HISTORY = env_bool("RELAY_HISTORY", True)
+if "RELAY_GROUPS_ON_BUS" in os.environ:
+    RELAY_GROUPS_ON_BUS = env_bool("RELAY_GROUPS_ON_BUS", True)
 if "RELAY_RATE_LIMIT" in os.environ:
     RELAY_RATE_LIMIT = (
         None if os.environ["RELAY_RATE_LIMIT"].lower() in {"", "none", "off"} else os.environ["RELAY_RATE_LIMIT"]
     )
+if "RELAY_HISTORY_RATE" in os.environ:  # bytes a second a client id may store in streams
+    _history_rate = os.environ["RELAY_HISTORY_RATE"]
+    RELAY_HISTORY_RATE = None if _history_rate.lower() in {"", "none", "off"} else int(_history_rate)
 
 # HTTPS hardening for production (DEBUG off); nginx terminates TLS and says so.
 if not DEBUG:
@@ -235,6 +240,10 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         "console_one_line": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["one_line"]},
     },
+    # The site's own loggers (its handlers, calls, receivers) too: uvicorn configures only its
+    # own, so without a root handler their INFO lines would be lost there (daphne's
+    # basicConfig, which this replaces, used to show them).
+    "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
         "relay": {"handlers": ["console"], "level": os.environ.get("RELAY_LOG_LEVEL", "INFO"), "propagate": False},
         "channels_redis": {"handlers": ["console_one_line"], "level": "WARNING", "propagate": False},

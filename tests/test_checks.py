@@ -175,6 +175,9 @@ def test_valid_values_pass(name, value):
         ({"RELAY_HISTORY_SIZE": 0}, "relay.E023"),
         ({"RELAY_HISTORY_TTL": "300"}, "relay.E023"),
         ({"RELAY_HISTORY_STREAM_TTL": 10}, "relay.E023"),
+        ({"RELAY_HISTORY_RATE": 0}, "relay.E031"),
+        ({"RELAY_HISTORY_RATE": "64KB"}, "relay.E031"),
+        ({"RELAY_HISTORY_BURST": None}, "relay.E031"),
         ({"RELAY_IDENTITY_BACKENDS": []}, "relay.E020"),
         ({"RELAY_IDENTITY_BACKENDS": ()}, "relay.E020"),
         ({"RELAY_IDENTITY_BACKENDS": None}, "relay.E020"),
@@ -270,6 +273,8 @@ def test_history_asked_for_without_redis_is_a_warning(settings):
         ("RELAY_HISTORY", False),
         ("RELAY_HISTORY_SIZE", 1),
         ("RELAY_HISTORY_STREAM_TTL", 300),
+        ("RELAY_HISTORY_RATE", None),
+        ("RELAY_HISTORY_BURST", 1),
     ],
 )
 def test_site_code_and_history_settings_that_are_fine(settings, name, value):

@@ -180,6 +180,51 @@ async def test_send_settles_on_its_ack_and_on_forbidden_errors(relay, clients):
     assert (error.value.code, len(error.value.errors)) == ("forbidden", 2)
 
 
+def unavailable(target: str, ref: int) -> dict:
+    """The error for one target whose Redis could not take the frame, as the relay sends it."""
+    detail = f"The relay cannot reach the Redis of {target} now; the message was not delivered to it."
+    return {"type": "error", "code": "unavailable", "detail": detail, "ref": ref, "target": target}
+
+
+async def test_send_settles_on_the_ack_after_unavailable_errors_naming_their_targets(relay, clients):
+    """With shards, a frame may reach the targets on one Redis and not those on another that is down."""
+    client = clients(relay.url, client_id="a")
+    await client.open()
+    ws = await relay.accepted()
+
+    sent = asyncio.ensure_future(client.send(["x", "y", "z"], "hi"))
+    request = await frame(ws)
+    await send(ws, unavailable("y", request["id"]))
+    await asyncio.sleep(0.05)
+    assert not sent.done(), "one target missed it: the ack for the others is awaited"
+    await send(ws, {"type": "ack", "ref": request["id"], "offsets": {"x": 2, "z": 5}})
+    ack = await sent
+    assert ack.offsets == {"x": 2, "z": 5} and ack.forbidden == ()
+    assert [(error.code, error.target) for error in ack.unavailable] == [("unavailable", "y")]
+
+    nobody = asyncio.ensure_future(client.send(["x", "y"], "hi"))
+    request = await frame(ws)
+    await send(ws, {"type": "error", "code": "forbidden", "detail": "You may not send to x.", "ref": request["id"]})
+    await send(ws, unavailable("y", request["id"]))
+    with pytest.raises(RelayError) as error:
+        await nobody
+    assert (error.value.code, [e.code for e in error.value.errors]) == ("unavailable", ["forbidden", "unavailable"])
+
+    one = asyncio.ensure_future(client.send("y", "hi"))
+    await send(ws, unavailable("y", (await frame(ws))["id"]))
+    with pytest.raises(RelayError) as error:
+        await one
+    assert (error.value.code, error.value.target) == ("unavailable", "y")
+    assert "not delivered to it" in error.value.detail
+
+    whole = asyncio.ensure_future(client.send(["x", "y"], "hi"))  # an unavailable about the whole frame
+    detail = "The relay cannot reach its other processes now; the message reached this process only."
+    await send(ws, {"type": "error", "code": "unavailable", "detail": detail, "ref": (await frame(ws))["id"]})
+    with pytest.raises(RelayError) as error:
+        await whole
+    assert (error.value.code, error.value.target, error.value.detail) == ("unavailable", None, detail)
+
+
 async def test_calls_errors_and_events(relay, clients):
     events = []
     client = clients(relay.url, client_id="a", on_event=lambda name, detail: events.append((name, detail)))
@@ -242,7 +287,7 @@ async def test_a_refusal_stops_after_two_but_not_while_the_server_is_going_away(
     again = clients(relay.url, client_id="a")
     await again.open()
     ws = await relay.accepted()
-    relay.refuse = 4  # a draining server refuses handshakes until it is gone
+    relay.refuse = 4  # a proxy refuses handshakes until the server is back
     await ws.close(1001)
     await relay.accepted()
     await wait_state(again, "open")

@@ -83,6 +83,31 @@ def test_the_unit_does_not_let_daphne_believe_any_x_forwarded_for():
     assert "--websocket-max-message-size 131072" in command and "--websocket-max-frame-size 131072" in command
 
 
+def options_of(words: list[str]) -> dict[str, str | bool]:
+    """``--flag value`` and bare ``--flag`` words as a dict (True for a bare flag)."""
+    options: dict[str, str | bool] = {}
+    for word, following in zip(words, [*words[1:], "--"], strict=True):
+        if word.startswith("--"):
+            options[word] = True if following.startswith("--") else following
+    return options
+
+
+def test_the_uvicorn_unit_runs_uvicorn_as_the_end_to_end_tests_do():
+    from tests.e2e.conftest import UVICORN_FLAGS
+
+    text = (DEPLOY / "relay-uvicorn@.service").read_text()
+    words = re.search(r"ExecStart=(.*?)\n(?!\s)", text, re.S).group(1).replace("\\\n", " ").split()
+    assert words[-1] == "relayproject.asgi:application"
+    options = options_of(words[1:-1])
+    assert options_of(list(UVICORN_FLAGS)).items() <= options.items()
+    assert options["--ws-max-size"] == "131072" and options["--no-proxy-headers"] is True
+    (limit,) = re.findall(r"^LimitNOFILE=(\d+)$", text, re.M)
+    assert int(limit) >= CONNECTIONS_PER_PROCESS * 1.5
+    # Everything else is the daphne unit's.
+    same = [line for line in unit().splitlines() if not line.startswith(("#", "ExecStart", "    ", "Description"))]
+    assert [line for line in same if line not in text.splitlines()] == []
+
+
 def test_sysctl_bounds_what_the_kernel_holds_for_a_client_that_does_not_read():
     (value,) = re.findall(
         r"^net\.ipv4\.tcp_notsent_lowat\s*=\s*(\d+)$", (DEPLOY / "sysctl-relay.conf").read_text(), re.M
@@ -119,3 +144,9 @@ def without_comment_header(path: Path) -> str:
 )
 def test_the_readme_shows_these_files_as_they_are(name, after, language):
     assert readme_block(after, language) == without_comment_header(DEPLOY / name)
+
+
+def test_the_readme_shows_the_uvicorn_units_command_as_it_is():
+    text = (DEPLOY / "relay-uvicorn@.service").read_text()
+    command = re.search(r"^ExecStart=.*?\n(?!\s)", text, re.S | re.M).group(0)
+    assert readme_block("uvicorn, `deploy/relay-uvicorn@.service` is this unit with", "ini") == command

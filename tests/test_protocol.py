@@ -338,6 +338,13 @@ def test_encode_error_v1(ref, expected):
     assert json.loads(encode_error("relay.v1", "invalid_json", "bad", ref)) == expected
 
 
+def test_an_error_about_one_target_of_a_frame_names_it_in_both_framings():
+    v1 = json.loads(encode_error("relay.v1", "unavailable", "not delivered to bob", 2, "bob"))
+    assert v1 == {"type": "error", "code": "unavailable", "detail": "not delivered to bob", "ref": 2, "target": "bob"}
+    original = json.loads(encode_error(None, "unavailable", "not delivered to bob", None, "bob"))
+    assert original == {"error": {"code": "unavailable", "detail": "not delivered to bob", "target": "bob"}}
+
+
 # Calls and replies
 
 

@@ -1,7 +1,6 @@
 """Reading a WebSocket handshake's scope, and refusing a handshake (HTTP 403)."""
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
@@ -18,10 +17,8 @@ if TYPE_CHECKING:
     class RelayScope(_ChannelScope, total=False):
         """A handshake's scope as Channels fills it in, with the relay's own keys."""
 
-        relay_identity: Identity  # set by ClientIdentityMiddleware
+        relay_identity: Identity  # set by relay.server.application once the handshake proved it
 
-    #: An ASGI application behind the relay's WebSocket middleware.
-    RelayApplication = Callable[[RelayScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 

@@ -14,17 +14,13 @@ ride a cookie that is not its own, so it is allowed.
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, WebSocketScope
+from asgiref.typing import WebSocketScope
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from relay.conf import conf
-from relay.identity.handshake import header, refuse_handshake
-
-if TYPE_CHECKING:
-    from relay.identity.handshake import RelayApplication, RelayScope
+from relay.identity.handshake import header
 
 #: A serialized origin as browsers send it: scheme, host (Django's host syntax), optional port.
 ORIGIN_PATTERN = re.compile(r"(https?)://([a-z0-9.-]+|\[[a-f0-9]*:[a-f0-9.:]+\])(?::([0-9]{1,5}))?")
@@ -162,16 +158,15 @@ def refusal_detail(origin: str, scope: WebSocketScope) -> str:
     return f"{origin} is not the same origin as {scheme}://{host}{scope.get('path', '')}, nor in RELAY_ALLOWED_ORIGINS"
 
 
-class OriginMiddleware:
-    """Refuse (403) a WebSocket handshake from a browser origin that is not allowed."""
+def origin_refusal(scope: WebSocketScope) -> str | None:
+    """Why the handshake's browser origin is not allowed (the log's detail), or None if it is.
 
-    def __init__(self, inner: "RelayApplication") -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: "RelayScope", receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        origin = header(scope, b"origin")
-        if origin is not None:
-            origin_text = origin.decode("latin-1")
-            if not origin_allowed(origin_text, conf.RELAY_ALLOWED_ORIGINS, request_origin(scope)):
-                return await refuse_handshake(scope, receive, send, "origin", refusal_detail(origin_text, scope))
-        return await self.inner(scope, receive, send)
+    A handshake without an ``Origin`` header is not a browser's, and holds no victim's cookie.
+    """
+    origin = header(scope, b"origin")
+    if origin is None:
+        return None
+    origin_text = origin.decode("latin-1")
+    if origin_allowed(origin_text, conf.RELAY_ALLOWED_ORIGINS, request_origin(scope)):
+        return None
+    return refusal_detail(origin_text, scope)

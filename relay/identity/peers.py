@@ -6,8 +6,9 @@ the client in ``X-Forwarded-For``; anyone else can write that header too. So the
 counts only when the socket's peer is a proxy the site trusts: one of
 ``RELAY_TRUSTED_PROXIES``, or a peer on a unix socket (a proxy on this host: only local
 processes with the socket file's permissions can connect). Daphne's ``--proxy-headers``
-believes the header from anyone; the relay reads the socket's own peer under daphne
-(``relay.server.daphne.socket_peer``) and decides itself.
+believes the header from anyone, uvicorn's from its ``--forwarded-allow-ips``; the relay
+reads the socket's own peer under both (``relay.server.adapters.socket_peer``) and
+decides itself.
 """
 
 import ipaddress

@@ -3,8 +3,11 @@
 Each process subscribes to one Redis channel per client id it holds connections for
 and publishes every client frame to the channel of each target. A process skips the
 copies of its own frames: it delivered those to its local connections already. The
-same channels carry orders to close an id's connections (``relay.disconnect``); the
-formats are in ``relay.redis.messages``.
+same channels carry orders to close an id's connections (``relay.disconnect``). Every
+process also listens to one channel for all (``sessions_channel``): Django sessions
+that ended, whose connections may have any client id. The formats are in
+``relay.redis.messages``. With ``groups``, each id's channel-layer group channel is
+subscribed along with its bus channel (``relay.redis.groups``).
 """
 
 import asyncio
@@ -16,13 +19,15 @@ from typing import Any
 
 from relay.metrics import DELIVERY_LATENCY
 from relay.redis import messages
-from relay.redis.keys import bus_channel
+from relay.redis.groups import LayerGroups
+from relay.redis.keys import bus_channel, sessions_channel
 from relay.redis.resp import REPLY_TIMEOUT, CommandPipe, OnReply, RedisLink, encode_command, link_error
 from relay.redis.servers import RedisServer
 
 logger = logging.getLogger(__name__)
 
-#: Called with (client id, message) for each bus message for an id this process holds.
+#: Called with (client id, message) for each bus message for an id this process holds;
+#: the id is empty for the orders of the sessions channel, which concern any id.
 Receive = Callable[[str, messages.BusMessage], Awaitable[Any]]
 
 #: How long a handshake waits for Redis to confirm its subscription.
@@ -32,8 +37,18 @@ SUBSCRIBE_WAIT = 2.0
 class RedisBus:
     """Publishes client frames to Redis and delivers the frames of other processes."""
 
-    def __init__(self, server: RedisServer, prefix: str, node: str, commands: CommandPipe, receive: Receive) -> None:
+    def __init__(
+        self,
+        server: RedisServer,
+        prefix: str,
+        node: str,
+        commands: CommandPipe,
+        receive: Receive,
+        groups: LayerGroups | None = None,
+    ) -> None:
         self._channel_prefix = bus_channel(prefix, "").encode()
+        self._groups = groups
+        self._sessions_channel = sessions_channel(prefix).encode()
         self._node = node.encode()
         self._own_frames = messages.live_prefix(self._node)
         self._commands = commands
@@ -44,6 +59,7 @@ class RedisBus:
         self._pending: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._ping_sent: float | None = None
         self._inbox: deque[tuple[bytes, bytes, float]] = deque()
+        self._outbox: list[bytes] = []
         self._inbox_ready = asyncio.Event()
         self._subscriber = RedisLink(server, "subscribe", self._on_message)
         self._subscriber.on_up(self._resubscribe)
@@ -54,6 +70,11 @@ class RedisBus:
     def _channel(self, client_id: str) -> bytes:
         return self._channel_prefix + client_id.encode()
 
+    def _channels(self, client_id: str) -> list[bytes]:
+        """What to subscribe for ``client_id``: its bus channel, and its group channel (last) with ``groups``."""
+        channel = self._channel(client_id)
+        return [channel] if self._groups is None else [channel, self._groups.channel(client_id)]
+
     async def subscribe(self, client_id: str, first: bool) -> None:
         """Make sure frames for ``client_id`` reach this process; wait (briefly) until they do.
 
@@ -61,7 +82,8 @@ class RedisBus:
         Every connection waits for the newest pending subscription of its id, so none is
         accepted before Redis confirmed it (unless Redis does not answer in time).
         """
-        channel = self._channel(client_id)
+        channels = self._channels(client_id)
+        channel = channels[-1]  # Redis confirms a SUBSCRIBE's channels in order: wait for the last
         if first:
             self._subscribed.add(client_id)
         if not self._subscriber.connected:
@@ -75,7 +97,7 @@ class RedisBus:
             first = client_id in self._subscribed
         if first:
             self._pending.setdefault(channel, deque()).append(asyncio.get_running_loop().create_future())
-            self._subscriber.write(encode_command(b"SUBSCRIBE", channel))
+            self._write_soon(encode_command(b"SUBSCRIBE", *channels))
         pending = self._pending.get(channel)
         if pending:
             try:
@@ -87,12 +109,25 @@ class RedisBus:
         """Stop receiving frames for ``client_id`` (its last connection here left)."""
         self._subscribed.discard(client_id)
         if self._subscriber.connected:
-            self._subscriber.write(encode_command(b"UNSUBSCRIBE", self._channel(client_id)))
+            self._write_soon(encode_command(b"UNSUBSCRIBE", *self._channels(client_id)))
+
+    def _write_soon(self, command: bytes) -> None:
+        """Write ``command`` with the others of this event-loop turn: one syscall for a burst of handshakes."""
+        self._outbox.append(command)
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._write_outbox)
+
+    def _write_outbox(self) -> None:
+        commands, self._outbox = self._outbox, []
+        if self._subscriber.connected:  # else dropped: the link resubscribes every id held when it is back
+            self._subscriber.write(b"".join(commands))
 
     def _resubscribe(self) -> None:
-        if self._subscribed:
-            channels = [self._channel(client_id) for client_id in self._subscribed]
-            self._subscriber.write(encode_command(b"SUBSCRIBE", *channels))
+        # The sessions channel whatever ids are held: a logout may concern the next connection.
+        channels = [self._sessions_channel]
+        for client_id in self._subscribed:
+            channels += self._channels(client_id)
+        self._subscriber.write(encode_command(b"SUBSCRIBE", *channels))
 
     def _forget_pending(self) -> None:
         """The link is down: no confirmation will come; let waiting handshakes go on."""
@@ -146,16 +181,30 @@ class RedisBus:
         elif (reason := link_error(reply)) is not None:  # e.g. SUBSCRIBE refused by the ACL
             self._subscriber.abort(reason)
 
+    def _read(self, channel: bytes, data: bytes) -> tuple[str, messages.BusMessage]:
+        """The client id a message on ``channel`` is for, and the message; ValueError if it is none of the relay's."""
+        if channel == self._sessions_channel:
+            return "", messages.decode(data)
+        if channel.startswith(self._channel_prefix):
+            return channel[len(self._channel_prefix) :].decode(), messages.decode(data)
+        groups = self._groups
+        group_of = groups.client_id_of(channel) if groups is not None else None
+        if groups is None or group_of is None:
+            raise ValueError("not a channel of the relay's")
+        try:
+            return group_of, messages.LayerEvent(groups.deserialize(data))
+        except Exception as exc:  # the layer's own decoding (msgpack, decryption) failed
+            raise ValueError(f"not a layer event: {exc!r}") from None
+
     async def _dispatch(self) -> None:
         """Hand on queued messages from other processes, one task for all of them."""
-        prefix_length = len(self._channel_prefix)
         while True:
             await self._inbox_ready.wait()
             self._inbox_ready.clear()
             while self._inbox:
                 channel, data, arrived = self._inbox.popleft()
                 try:
-                    target, message = channel[prefix_length:].decode(), messages.decode(data)
+                    target, message = self._read(channel, data)
                 except (ValueError, UnicodeDecodeError):  # not a relay message: someone else's publish
                     logger.warning("event=bus_frame_ignored channel=%r bytes=%d", channel[:100], len(data))
                     continue
@@ -164,6 +213,11 @@ class RedisBus:
                 except Exception:  # a bug must not stop delivery for every other client
                     logger.exception("bus: delivering a frame from another process failed")
                 DELIVERY_LATENCY.observe(time.perf_counter() - arrived)
+
+    @property
+    def starting(self) -> bool:
+        """Whether the subscriber link is still being made for the first time (neither up nor failed yet)."""
+        return self._subscriber.starting
 
     def problem(self) -> str | None:
         """Why frames cannot travel between processes now, or None."""

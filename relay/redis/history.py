@@ -17,11 +17,13 @@ from relay.redis.streams import (
     APPEND_SHA,
     READ_SCRIPT,
     READ_SHA,
+    Position,
     Settings,
     Stream,
     new_epoch,
     now,
     parse_stream,
+    read_arguments,
 )
 
 #: At most this many entries per script call: a script blocks Redis while it runs.
@@ -91,8 +93,11 @@ class History:
         callbacks = [callback for *_, callback in batch]
         self._commands.send(command, answer_each(callbacks) if any(callbacks) else None)
 
-    async def read(self, client_id: str) -> Stream:
-        """``client_id``'s stream, for a resume; raises ConnectionError when Redis cannot answer."""
+    async def read(self, client_id: str, since: Position | None) -> Stream:
+        """``client_id``'s stream, for a resume after ``since``: its position and the entries a replay needs.
+
+        Raises ConnectionError when Redis cannot answer.
+        """
         if not self._commands.connected:
             raise ConnectionError("no connection to Redis")
         replied: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -102,7 +107,7 @@ class History:
                 replied.set_result(reply)
 
         keys = (self._stream_prefix + client_id.encode(), self._history_prefix + client_id.encode())
-        args = (self._limits[2], new_epoch().encode(), self._commands.link.replication_id.encode())
+        args = read_arguments(self.settings, since, self._commands.link.replication_id)
         self._commands.send(encode_command(b"EVALSHA", READ_SHA, b"2", *keys, *args), on_reply)
         reply = await replied
         if isinstance(reply, hiredis.ReplyError):

@@ -16,6 +16,11 @@ def bus_channel(prefix: str, client_id: str) -> str:
     return f"{prefix}:bus:{client_id}"
 
 
+def sessions_channel(prefix: str) -> str:
+    """The pub/sub channel every process listens to for Django sessions that ended (logouts), whatever ids it holds."""
+    return f"{prefix}:sessions"
+
+
 def stream_key(prefix: str, client_id: str) -> str:
     """The hash holding the position of ``client_id``'s stream: its epoch and its last offset."""
     return f"{prefix}:stream:{client_id}"

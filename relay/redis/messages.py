@@ -8,16 +8,24 @@ Each message starts with a one-letter kind and a newline:
 - ``s`` close the connections of the channel's id that one session authenticated (its
   user logged out): ``s\\n<code>\\n<session key>\\n<reason>``. A kind of its own, so
   that a process of an older release ignores it rather than closing every connection.
+- ``e`` on the sessions channel (``relay.redis.keys.sessions_channel``), for every
+  process: Django sessions ended (a logout, another user's login, a password change);
+  close the connections they authenticated, whatever their client id, and those of the
+  user whose session no longer logs them in: ``e\\n<JSON>`` (code, reason, the session
+  keys, the user's key), JSON since a user's key may be any text.
 
 The sender is empty for a server push (``"from": null``).
 """
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 LIVE = b"d"
 STORED = b"h"
 DISCONNECT = b"x"
 SESSION_DISCONNECT = b"s"
+SESSIONS_ENDED = b"e"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +56,25 @@ class Disconnect:
     session_key: str | None = None
 
 
-BusMessage = Live | Stored | Disconnect
+@dataclass(frozen=True, slots=True)
+class SessionsEnded:
+    """Close the connections ``session_keys`` authenticated, and those of ``user`` (the key Django's
+    session keeps: ``user._meta.pk.value_to_string(user)``) whose session no longer logs them in."""
+
+    code: int
+    reason: str
+    session_keys: tuple[str, ...] = ()
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerEvent:
+    """A channel-layer event ``group_send`` sent to the id's group (``relay.redis.groups``): anyone's dict."""
+
+    event: Any
+
+
+BusMessage = Live | Stored | Disconnect | SessionsEnded | LayerEvent
 
 
 def live_prefix(node: bytes) -> bytes:
@@ -70,6 +96,25 @@ def encode_disconnect(code: int, reason: str, session_key: str | None = None) ->
     return b"s\n%d\n" % code + session_key.encode() + b"\n" + reason.encode()
 
 
+def encode_sessions_ended(ended: SessionsEnded) -> bytes:
+    """An order to every process: those sessions ended (see ``SessionsEnded``)."""
+    fields = {"code": ended.code, "reason": ended.reason, "sessions": list(ended.session_keys), "user": ended.user}
+    return SESSIONS_ENDED + b"\n" + json.dumps(fields).encode()
+
+
+def decode_sessions_ended(rest: bytes) -> SessionsEnded:
+    """The ``SessionsEnded`` of an ``e`` message's JSON; ValueError if it is not one."""
+    fields = json.loads(rest)
+    try:
+        ended = SessionsEnded(fields["code"], fields["reason"], tuple(fields["sessions"]), fields["user"])
+    except (KeyError, TypeError):
+        raise ValueError("not a sessions-ended order") from None
+    texts = [ended.reason, *ended.session_keys, *([] if ended.user is None else [ended.user])]
+    if not isinstance(ended.code, int) or not all(isinstance(text, str) for text in texts):
+        raise ValueError("not a sessions-ended order")
+    return ended
+
+
 def decode(data: bytes) -> BusMessage:
     """The message ``data`` holds; ValueError (or UnicodeDecodeError) for anything else on the channel."""
     kind, _, rest = data.partition(b"\n")
@@ -85,4 +130,6 @@ def decode(data: bytes) -> BusMessage:
     if kind == SESSION_DISCONNECT:
         code, session_key, reason = rest.split(b"\n", 2)
         return Disconnect(int(code), reason.decode(), session_key.decode())
+    if kind == SESSIONS_ENDED:
+        return decode_sessions_ended(rest)
     raise ValueError(f"not a relay bus message: kind {kind[:10]!r}")

@@ -39,7 +39,8 @@ CONNECT_TIMEOUT = 5.0
 #: process or a cut network keeps the TCP connection up and answers nothing).
 REPLY_TIMEOUT = 5.0
 #: A connection lost sooner than this after it was made counts as a failure to connect:
-#: the next attempt waits (a Redis at maxclients accepts and closes at once).
+#: the next attempt waits (a Redis at maxclients accepts and closes at once, a user without
+#: a permission is refused its first command), and it is not "connected again" in the log.
 STABLE_AFTER = 1.0
 #: Errors that say this connection cannot do the relay's work until something changes.
 LINK_ERRORS = (b"NOPERM", b"READONLY", b"LOADING", b"MASTERDOWN", b"NOAUTH", b"WRONGPASS")
@@ -88,12 +89,17 @@ def link_error(reply: Any) -> str | None:
     return None
 
 
-async def ask_sentinels(server: RedisServer) -> tuple[str, int]:
-    """Where ``server``'s master is, by the first sentinel that knows; raises OSError when none does."""
+async def ask_sentinels(server: RedisServer, turn: int = 0) -> tuple[str, int]:
+    """Where ``server``'s master is, by the first sentinel that knows; raises OSError when none does.
+
+    ``turn`` rotates the order (sentinel ``turn`` first): after a failed attempt the link
+    asks another first, so one sentinel with a stale view cannot keep naming a replica.
+    """
     assert server.master_name is not None  # a Sentinel-managed server
     credentials = dict(server.sentinel_options)
     problems = []
-    for host, port in server.sentinels:
+    first = turn % len(server.sentinels)
+    for host, port in server.sentinels[first:] + server.sentinels[:first]:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT / 2):
                 reader, writer = await asyncio.open_connection(host, port)
@@ -164,6 +170,9 @@ class RedisLink:
         #: The master's replication id (``INFO replication``), learned on each connection.
         self.replication_id = ""
         self._logged_problem: str | None = None
+        self._stable: asyncio.TimerHandle | None = None
+        #: Failed attempts in a row: the reconnect delay grows with them (and sentinels rotate).
+        self._failures = 0
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def on_up(self, callback: Callable[[], None]) -> None:
@@ -220,7 +229,7 @@ class RedisLink:
             return _RespProtocol(self._handle_reply, self._lost.set)
 
         if self.server.uses_sentinel:
-            host, port = await ask_sentinels(self.server)
+            host, port = await ask_sentinels(self.server, self._failures)
         else:
             host, port = params.get("host", "localhost"), params.get("port", 6379)
         if "path" in params:
@@ -266,7 +275,6 @@ class RedisLink:
             protocol.transport.abort()
 
     async def _run(self) -> None:
-        failures = 0
         while True:
             self._lost.clear()
             try:
@@ -276,17 +284,16 @@ class RedisLink:
                 self._drop_protocol()
                 self.problem = f"cannot connect: {describe(exc)}"
                 self._log_problem(f"{self.problem}; retrying")
-                await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
-                failures += 1
+                await asyncio.sleep(RECONNECT_DELAYS[min(self._failures, len(RECONNECT_DELAYS) - 1)])
+                self._failures += 1
                 continue
-            if self._logged_problem is not None:
-                logger.warning("redis %s: connected again (%s)", self.name, self.server.display())
-                self._logged_problem = None
             self.problem = None
             connected_at = time.monotonic()
+            self._stable = asyncio.get_running_loop().call_later(STABLE_AFTER, self._stayed_up)
             self.up.set()
             self._call(self._up_callbacks)
             await self._lost.wait()
+            self._stable.cancel()
             self.up.clear()
             self._protocol = None
             if self.problem is None:
@@ -294,10 +301,16 @@ class RedisLink:
                 self._log_problem("connection lost; reconnecting")
             self._call(self._down_callbacks)
             if time.monotonic() - connected_at < STABLE_AFTER:  # dropped at once: wait before the next try
-                await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
-                failures += 1
+                await asyncio.sleep(RECONNECT_DELAYS[min(self._failures, len(RECONNECT_DELAYS) - 1)])
+                self._failures += 1
             else:
-                failures = 0
+                self._failures = 0
+
+    def _stayed_up(self) -> None:
+        """The link lasted: say it is back (once), and let the next problem be logged again."""
+        if self._logged_problem is not None:
+            logger.warning("redis %s: connected again (%s)", self.name, self.server.display())
+            self._logged_problem = None
 
     def _call(self, callbacks: list[Callable[[], None]]) -> None:
         for callback in callbacks:
@@ -309,6 +322,8 @@ class RedisLink:
     def close(self) -> None:
         """Stop reconnecting and close the connection."""
         self._task.cancel()
+        if self._stable is not None:
+            self._stable.cancel()
         self.up.clear()
         self._drop_protocol()
 

@@ -207,6 +207,19 @@ def configured() -> tuple[RedisServer, ...]:
     return found
 
 
+def layer_is_on_the_relays_servers() -> bool:
+    """Whether the default layer is channels-redis's pub/sub layer on the relay's own Redis servers, in order.
+
+    Then a group's messages are published where the relay holds the group's id
+    (``relay.redis.groups``).
+    """
+    layer = (getattr(django_settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
+    if layer.get("BACKEND") != "channels_redis.pubsub.RedisPubSubChannelLayer":
+        return False
+    hosts = list((layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"])
+    return tuple(server_of(host) for host in hosts) == configured()
+
+
 def layer_prefix() -> str:
     """The channel layer's key prefix (channels-redis: ``prefix``, default ``asgi``)."""
     layer = (getattr(django_settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}

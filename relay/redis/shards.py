@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 from relay.redis.bus import Receive, RedisBus
+from relay.redis.groups import LayerGroups
 from relay.redis.history import History
 from relay.redis.presence_writer import PresenceWriter
 from relay.redis.resp import CommandPipe
@@ -21,13 +22,19 @@ class Shard:
         receive: Receive,
         local_counts: Callable[[], dict[str, int]],
         history: Settings | None,
+        groups: LayerGroups | None = None,
     ) -> None:
         self.server = server
         self.commands = CommandPipe(server)
-        self.bus = RedisBus(server, prefix, node, self.commands, receive)
+        self.bus = RedisBus(server, prefix, node, self.commands, receive, groups)
         self.presence = PresenceWriter(self.commands, prefix, node, local_counts)
         #: The streams of the ids on this shard; None without delivery history.
         self.history = History(self.commands, prefix, history) if history is not None else None
+
+    @property
+    def starting(self) -> bool:
+        """Whether a link to this Redis is still being made for the first time (neither up nor failed yet)."""
+        return self.commands.link.starting or self.bus.starting
 
     def problem(self) -> str | None:
         """Why this shard cannot carry frames now, or None."""

@@ -7,16 +7,19 @@ publishes it on the id's bus channel, so the stored order and the live order are
 same, and frames and pushes to one id are ordered relative to each other.
 
 In Redis, per id: a hash ``<prefix>:stream:<id>`` (``e``: the epoch, ``o``: the last
-offset, ``r``: when the keys' expiry was last pushed back) and a list
-``<prefix>:history:<id>`` of its last entries (``<offset>\n<unix time>\n<sender>\n<payload
-JSON>``), oldest first. Readers keep the last ``RELAY_HISTORY_SIZE`` entries younger
-than ``RELAY_HISTORY_TTL`` seconds; what is older is no longer kept.
+offset, ``p``: the replication id it was written under, ``a``: the time of the list's
+oldest entry, or earlier, ``k``: a client read the stream, ``r``: when its expiry was last
+pushed back) and a list ``<prefix>:history:<id>`` of its last entries
+(``<offset>\n<unix time>\n<sender>\n<payload JSON>``), oldest first. Readers keep the last
+``RELAY_HISTORY_SIZE`` entries younger than ``RELAY_HISTORY_TTL`` seconds; what is older
+is no longer kept, and is gone from Redis at most 2.5 times the TTL after it was written.
 
 Cheap per entry, because it runs on every delivery: one script call stores a whole batch
 of entries (the frames of one event-loop turn, or the targets of one push); the list is
-trimmed only once it holds a quarter more than it keeps; and the keys' expiry is pushed
-back at most every TTL/2 (to twice the TTL for the list: an entry then lives at least its
-TTL), not on every entry.
+trimmed to its size only once it holds a quarter more than it keeps, and of its old
+entries only when its oldest is (``a`` says so without reading it); and the keys' expiry
+is pushed back at most every TTL/2 (to 1.5 times the TTL: an entry then lives at least
+its TTL), not on every entry.
 
 ``relay.redis.history`` runs the scripts on the per-message path; ``append_pushes``
 runs them for server pushes, with redis-py.
@@ -52,30 +55,56 @@ end
 #: writer's unix time, a new epoch (for a stream that does not exist or was lost), the
 #: master's replication id, then (bus channel, sender or '' for a push, payload JSON) per
 #: entry. Returns {epoch, offset} per entry.
+#: What it keeps is bounded in time, so that what a sender can store is (README, "Delivery
+#: history and resume"): each append drops the entries older than TTL at the list's head
+#: (``a``, the head's time, tells when without reading it); the keys' expiry is pushed back
+#: at most every TTL/2 (on every entry: a quarter more Redis CPU per delivery, measured), to 1.5 TTL,
+#: so that each entry lives its TTL and the list at most 1.5 TTL after its last entry; a
+#: stream that no client has read (``k``) expires with its list, one read lives the stream
+#: TTL. An entry is then gone at most 2.5 TTL after it was written.
 APPEND_SCRIPT = (
     _replication_id(6)
     + """
 local size, ttl, now, new_epoch = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5]
-local stream_ttl, trim_at = ARGV[3], size + math.floor(size / 4)
+local stream_ttl, trim_at, fresh_after = ARGV[3], size + math.floor(size / 4), now - ttl
+local kept_for = ttl + math.floor(ttl / 2)
+-- Drop the entries older than the TTL from the head of the list; the time of the oldest left.
+local function drop_expired(history)
+  while true do
+    local written = tonumber(string.match(redis.call('LINDEX', history, 0), '^%d+\\n(%d+)\\n'))
+    if not written or written >= fresh_after then
+      return written or now
+    end
+    redis.call('LTRIM', history, 1, -1)
+  end
+end
 local positions = {}
 for i = 1, #KEYS / 2 do
   local stream, history = KEYS[2 * i - 1], KEYS[2 * i]
   local channel, sender, payload = ARGV[3 * i + 4], ARGV[3 * i + 5], ARGV[3 * i + 6]
-  local meta = redis.call('HMGET', stream, 'e', 'r', 'p')
-  local epoch, refreshed = meta[1], tonumber(meta[2])
+  local meta = redis.call('HMGET', stream, 'e', 'r', 'p', 'a', 'k')
+  local epoch, refreshed, oldest = meta[1], tonumber(meta[2]), tonumber(meta[4])
   if not epoch or meta[3] ~= replication_id then
-    epoch = new_epoch
+    epoch = new_epoch .. string.sub(redis.sha1hex(stream), 1, 6)
     redis.call('HSET', stream, 'e', epoch, 'p', replication_id)
   end
   local offset = redis.call('HINCRBY', stream, 'o', 1)
   local entry = offset .. '\\n' .. ARGV[4] .. '\\n' .. sender .. '\\n' .. payload
-  if redis.call('RPUSH', history, entry) > trim_at then
+  local length = redis.call('RPUSH', history, entry)
+  if length > trim_at then
     redis.call('LTRIM', history, -size, -1)
+  end
+  if length == 1 then
+    redis.call('HSET', stream, 'a', now)
+  elseif not oldest or oldest < fresh_after then
+    redis.call('HSET', stream, 'a', drop_expired(history))
   end
   if not refreshed or now - refreshed >= ttl / 2 then
     redis.call('HSET', stream, 'r', ARGV[4])
-    redis.call('EXPIRE', stream, stream_ttl)
-    redis.call('EXPIRE', history, 2 * ttl)
+    redis.call('EXPIRE', stream, meta[5] and stream_ttl or kept_for)
+    redis.call('EXPIRE', history, kept_for)
+  elseif length == 1 then
+    redis.call('EXPIRE', history, kept_for)
   end
   redis.call('PUBLISH', channel, 'h\\n' .. epoch .. '\\n' .. offset .. '\\n' .. sender .. '\\n' .. payload)
   positions[i] = {epoch, offset}
@@ -84,21 +113,36 @@ return positions
 """
 )
 
-#: KEYS: stream, history. ARGV: stream TTL, a new epoch, the replication id.
-#: Returns {epoch, last offset, entries}.
+#: KEYS: stream, history. ARGV: stream TTL, a new epoch, the replication id, the history
+#: size, then the resuming client's epoch and offset ('' and '' for a client without a
+#: position). Returns {epoch, last offset, the entries after the client's offset}.
 #: A stream that does not exist (or was written under another master) starts a new epoch,
-#: so that the reader learns where it stands.
+#: so that the reader learns where it stands; a stream read is kept (``k``): its position
+#: lives the stream TTL after its last entry.
+#: Only what a resume can replay is read (a read costs Redis what it sends): nothing for a
+#: client without a position or of another epoch, or that missed more than the stream keeps
+#: (too_old either way), else the last ``missed`` entries of the list — its offsets are
+#: contiguous and end at the stream's. ``recover`` checks them (and their age).
 READ_SCRIPT = (
     _replication_id(3)
     + """
-local meta = redis.call('HMGET', KEYS[1], 'e', 'p', 'o')
+local meta = redis.call('HMGET', KEYS[1], 'e', 'p', 'o', 'k')
 local epoch, offset = meta[1], meta[3] or '0'
 if not epoch or meta[2] ~= replication_id then
-  epoch = ARGV[2]
-  redis.call('HSET', KEYS[1], 'e', epoch, 'p', replication_id, 'o', offset)
+  epoch = ARGV[2] .. string.sub(redis.sha1hex(KEYS[1]), 1, 6)
+  redis.call('HSET', KEYS[1], 'e', epoch, 'p', replication_id, 'o', offset, 'k', 1)
+elseif not meta[4] then
+  redis.call('HSET', KEYS[1], 'k', 1)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-return {epoch, offset, redis.call('LRANGE', KEYS[2], 0, -1)}
+local since, entries = tonumber(ARGV[6]), {}
+if since and ARGV[5] == epoch then
+  local missed = tonumber(offset) - since
+  if missed > 0 and missed <= tonumber(ARGV[4]) then
+    entries = redis.call('LRANGE', KEYS[2], -missed, -1)
+  end
+end
+return {epoch, offset, entries}
 """
 )
 
@@ -112,7 +156,12 @@ def now() -> int:
 
 
 def new_epoch() -> str:
-    """An epoch for a stream that starts now: the clock in microseconds, in hex."""
+    """The start of an epoch for a stream that starts now: the clock in microseconds, in hex.
+
+    The scripts add six hex digits of the stream key's SHA-1, so that streams started
+    together (one push to many ids) still have epochs of their own: a position in one
+    stream is never taken for a position in another (another user's, in the same tab).
+    """
     return format(time.time_ns() // 1000, "x")
 
 
@@ -158,18 +207,40 @@ class Recovery:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The history settings one process runs with."""
+    """The history settings one process runs with; ``rate`` and ``burst``: what a client id's frames may store."""
 
     size: int
     ttl: int
     stream_ttl: int
+    rate: int | None = None
+    burst: int = 0
 
 
 def configured() -> Settings | None:
     """The history settings of this site, or None where history is off (no Redis, or RELAY_HISTORY False)."""
     if conf.RELAY_HISTORY is False or not servers.configured():
         return None
-    return Settings(conf.RELAY_HISTORY_SIZE, conf.RELAY_HISTORY_TTL, conf.RELAY_HISTORY_STREAM_TTL)
+    return Settings(
+        conf.RELAY_HISTORY_SIZE,
+        conf.RELAY_HISTORY_TTL,
+        conf.RELAY_HISTORY_STREAM_TTL,
+        conf.RELAY_HISTORY_RATE,
+        conf.RELAY_HISTORY_BURST,
+    )
+
+
+#: What an entry costs besides its payload and sender, as a client's history budget counts
+#: it: Redis needs up to ~700 bytes more for a new stream's hash and list (measured with
+#: Redis 7.0), 10-150 for an entry of a stream that exists; a round 1 KiB covers both.
+ENTRY_COST = 1024
+
+
+def stored_bytes(sender: str, payload_json: str, targets: int) -> int:
+    """The bytes a frame counts against its sender's history budget: an entry in each target's stream.
+
+    ``payload_json`` is ASCII (``protocol.dumps``): its length is its size in bytes.
+    """
+    return (len(payload_json) + len(sender) + ENTRY_COST) * targets
 
 
 def position_of(reply: Any) -> Position:
@@ -183,6 +254,22 @@ def parse_entry(raw: bytes | str) -> Entry:
     data = raw.encode() if isinstance(raw, str) else raw
     offset, time, sender, payload_json = data.split(b"\n", 3)
     return Entry(int(offset), int(time), sender.decode() or None, payload_json.decode())
+
+
+def read_arguments(settings: Settings, since: Position | None, replication_id: str = "") -> list[bytes]:
+    """ARGV of the read script for a client resuming after ``since`` (None: one without a position).
+
+    Without the ``replication_id`` (a reader that does not know it), the script asks INFO.
+    """
+    epoch, offset = (since.epoch.encode(), b"%d" % since.offset) if since is not None else (b"", b"")
+    return [
+        b"%d" % settings.stream_ttl,
+        new_epoch().encode(),
+        replication_id.encode(),
+        b"%d" % settings.size,
+        epoch,
+        offset,
+    ]
 
 
 def parse_stream(reply: Sequence[Any], read_at: int) -> Stream:
@@ -211,7 +298,7 @@ def recover(since: Position | None, stream: Stream, settings: Settings) -> Recov
     oldest_kept = current.offset - settings.size
     fresh_after = stream.now - settings.ttl
     kept = tuple(e for e in stream.entries if e.offset > max(since.offset, oldest_kept) and e.time >= fresh_after)
-    if len(kept) != missed or kept[0].offset != since.offset + 1:
+    if len(kept) != missed or kept[0].offset != since.offset + 1 or kept[-1].offset != current.offset:
         return Recovery(False, reason="too_old")
     return Recovery(True, kept)
 

@@ -19,11 +19,11 @@ from relay.handlers import HandlerError, Message, load_handlers, run_handlers
 from relay.identity.handshake import client_address, record_refusal
 from relay.redis import streams
 from relay.server import framings
-from relay.server.daphne import asgi_close_code, server_connection
+from relay.server.adapters import asgi_close_code, server_connection
 from relay.server.hub import MAYBE_LOST, get_hub
 from relay.server.membership import GroupMembership
 from relay.server.policies import refused_targets, send_policy
-from relay.server.resume import requested_resume
+from relay.server.resume import ReplayGate, requested_resume
 from relay.server.throttling import bucket_for
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class RelayConsumer(AsyncConsumer):
         """Run one connection from handshake to disconnect."""
         self.scope = scope
         self.base_send = send
-        # Routed only behind ClientIdentityMiddleware, which puts the identity in the scope.
+        # Run only by relay.server.application, which puts the proven identity in the scope.
         identity = cast("RelayScope", scope)["relay_identity"]
         self.client_id: str = identity.client_id
         self.info = Connection(identity.client_id, uuid.uuid4().hex, identity.user, identity.data, scope)
@@ -80,14 +80,18 @@ class RelayConsumer(AsyncConsumer):
         self.connection = server_connection(send)
         self.close_code: int | None = None  # set when the relay closes the connection
         self.in_hub = False
-        self.posting: set[asyncio.Task[None]] = set()  # frames sent from sync code, under servers other than daphne
-        # While a resume replays what the client missed: the live deliveries that arrive meanwhile.
-        self.held: list[tuple[str, streams.Position | None]] | None = None
+        self.posting: set[asyncio.Task[None]] = set()  # frames sent from sync code, under plain ASGI
+        # During and just after a resume: what keeps the live deliveries from doubling the replay.
+        self.gate: ReplayGate | None = None
 
         if (await receive())["type"] != "websocket.connect":
             return
         if self.hub.draining:
-            await self.refuse_handshake(Refused("draining", "the process is shutting down"))
+            # Accepted and closed with 1001 rather than refused: clients must reconnect (to
+            # another process), and a refusal (403) would tell them to stop.
+            logger.info("event=close client=%s code=1001 reason=draining", self.client_id)
+            await self.accept()
+            await self.close(protocol.CLOSE_GOING_AWAY)
             return
         try:
             framings.check_allowed(self.subprotocol, self.framings)
@@ -96,13 +100,13 @@ class RelayConsumer(AsyncConsumer):
             await self.refuse_handshake(refusal)
             return
         if resume is not None and self.hub.history is not None:
-            self.held = []
+            self.gate = ReplayGate()
         layer = get_channel_layer(self.channel_layer_alias)
         membership = (
             GroupMembership(
                 layer, protocol.group_for(self.client_id), self.handle_layer_event, self.hub.redis_up(self.client_id)
             )
-            if layer
+            if layer and not self.hub.carries_layer_groups  # the bus carries them, for every connection of the id
             else None
         )
         opened = time.monotonic()
@@ -176,15 +180,16 @@ class RelayConsumer(AsyncConsumer):
     async def resume(self, since: streams.Position | None) -> None:
         """Replay what the client missed after ``since``, then say how it went, then go live.
 
-        Deliveries that arrive meanwhile were held (``self.held``); those the replay or the
-        position already covers are dropped, so nothing is missed and nothing doubled.
+        Deliveries that arrive meanwhile are held (``self.gate``); those the replay or the
+        position already covers are dropped, now and when they arrive later, so nothing is
+        missed and nothing doubled.
         """
         history = self.hub.stream_history(self.client_id)
         if history is None:
             await self.send_text(protocol.encode_recovered(False, 0, "history_off"))
             return
         try:
-            stream = await history.read(self.client_id)
+            stream = await history.read(self.client_id, since)
         except ConnectionError as exc:
             logger.warning("event=resume_failed client=%s error=%s", self.client_id, exc)
             await self.send_text(protocol.encode_recovered(False, 0, "unavailable"))
@@ -204,16 +209,19 @@ class RelayConsumer(AsyncConsumer):
         await self.release_held(current)
 
     async def release_held(self, covered: streams.Position | None) -> None:
-        """Send the deliveries held during a resume, but those at or before ``covered``; then go live."""
-        held, self.held = self.held or [], None
-        for text, position in held:
-            if (
-                covered is None
-                or position is None
-                or position.epoch != covered.epoch
-                or position.offset > covered.offset
-            ):
-                await self.send_text(text)
+        """Send the deliveries held during a resume, but those at or before ``covered``; then go live.
+
+        The gate stays until a delivery past ``covered`` arrives: deliveries the replay
+        covered may still be on their way from Redis.
+        """
+        gate = self.gate
+        if gate is None:
+            return
+        gate.replayed(covered)
+        while (text := gate.next_held()) is not None:
+            await self.send_text(text)
+        if gate.open:
+            self.gate = None
 
     async def accept(self) -> None:
         """Complete the handshake, with the subprotocol the client asked for if we speak it."""
@@ -231,7 +239,7 @@ class RelayConsumer(AsyncConsumer):
             return
         self.close_code = code
         if self.connection is not None:
-            self.connection.close(code, reason)  # daphne's websocket.close refuses 1001, 1008, 1013
+            self.connection.close(code, reason)  # at once; daphne's websocket.close refuses 1001, 1008, 1013
         else:
             event: dict[str, Any] = {"type": "websocket.close", "code": asgi_close_code(self.base_send, code)}
             if reason:
@@ -386,13 +394,21 @@ class RelayConsumer(AsyncConsumer):
         await self.send_error(error.code, error.detail, error.ref)
 
     async def deliver(self, text: str, position: streams.Position | None) -> None:
-        """Send one delivery to the client, or hold it while a resume replays what came before."""
-        if self.held is not None:
-            self.held.append((text, position))
-        elif self.connection is not None:
-            self.send_to_daphne(text)  # as send_text does, one call less on the per-message path
+        """Send one delivery to the client, but one a resume holds back or replayed already."""
+        if self.gate is not None and not self.through_gate(text, position):
+            return
+        if self.connection is not None:
+            self.send_to_socket(text)  # as send_text does, one call less on the per-message path
         else:
             await self.send_text(text)
+
+    def through_gate(self, text: str, position: streams.Position | None) -> bool:
+        """Whether a delivery during or just after a resume is sent; the gate goes once it drops nothing more."""
+        assert self.gate is not None  # called only while there is one
+        passes = self.gate.passes(text, position)
+        if self.gate.open:
+            self.gate = None  # the per-message path is back to one test
+        return passes
 
     async def send_text(self, text: str) -> None:
         """Send one text frame to the client; close a client that stopped reading."""
@@ -401,11 +417,11 @@ class RelayConsumer(AsyncConsumer):
                 # asgiref.typing requires "bytes", which ASGI makes optional (django/asgiref#460).
                 await self.base_send({"type": "websocket.send", "text": text})  # type: ignore[arg-type]
             return
-        self.send_to_daphne(text)
+        self.send_to_socket(text)
 
-    def send_to_daphne(self, text: str) -> None:
-        """Send one text frame straight to daphne's socket; close a client that stopped reading."""
-        assert self.connection is not None  # only under daphne
+    def send_to_socket(self, text: str) -> None:
+        """Send one text frame straight to the socket (daphne, uvicorn); close a client that stopped reading."""
+        assert self.connection is not None  # only under a server with an adapter
         if self.close_code is not None:
             return
         unsent = self.connection.send(text)  # None: the socket is closing, nothing was sent
@@ -417,9 +433,9 @@ class RelayConsumer(AsyncConsumer):
             self.connection.close(protocol.CLOSE_TRY_AGAIN_LATER)
 
     def post_text(self, text: str) -> None:
-        """Send one frame from sync code (a Redis reply callback): at once under daphne, else in a task."""
+        """Send one frame from sync code (a Redis reply callback): at once through an adapter, else in a task."""
         if self.connection is not None:
-            self.send_to_daphne(text)
+            self.send_to_socket(text)
             return
         task = asyncio.get_running_loop().create_task(self.send_text(text))
         self.posting.add(task)  # referenced until done
@@ -435,10 +451,10 @@ class RelayConsumer(AsyncConsumer):
         if isinstance(reply, hiredis.ReplyError):
             self.post_error(protocol.UNAVAILABLE, MAYBE_LOST)
 
-    def post_error(self, code: str, detail: str, ref: Any = None) -> None:
-        """Send an error frame from sync code."""
+    def post_error(self, code: str, detail: str, ref: Any = None, target: str | None = None) -> None:
+        """Send an error frame from sync code; ``target``: the one target of the frame it is about."""
         metrics.ERRORS.labels(code).inc()
-        self.post_text(protocol.encode_error(self.subprotocol, code, detail, ref))
+        self.post_text(protocol.encode_error(self.subprotocol, code, detail, ref, target))
 
     async def handle_layer_event(self, event: dict[str, Any]) -> None:
         """Handle a channel-layer event (a server push) addressed to this connection.

@@ -11,24 +11,24 @@ cannot say under daphne:
 - telling a client why its connection failed: daphne leaves autobahn's ``failByDrop``
   on, so a frame over daphne's size limit drops the TCP connection (the client sees
   1006) instead of closing with 1009;
-- bounding what the kernel holds for a client that does not read: the socket's send
-  buffer grows to ``net.ipv4.tcp_wmem``'s maximum (4 MiB) where the relay's own limit
-  cannot see it, so each accepted TCP socket gets ``TCP_NOTSENT_LOWAT``;
+- bounding what the kernel holds for a client that does not read (``relay.server.tcp``):
+  the socket is Twisted's transport's handle;
 - the socket's own peer: with ``--proxy-headers`` daphne puts whatever X-Forwarded-For
   a client sends in ``scope["client"]``.
 
-Under another server ``server_connection`` returns None and the relay closes through
-ASGI. So it does under a daphne whose internals are not the ones this module knows
+Under another server ``server_connection`` returns None (``relay.server.adapters`` asks
+the uvicorn adapter next). So it does under a daphne whose internals are not the ones this module knows
 (a new release): it logs one warning, and ``asgi_close_code`` turns the codes daphne's
 ``websocket.close`` would refuse into the nearest ones it accepts (``ASGI_CLOSE_CODES``).
 """
 
 import functools
 import logging
-import socket
 from typing import Any
 
 from asgiref.typing import ASGISendCallable
+
+from relay.server.tcp import bound_kernel_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +38,6 @@ TRANSPORT_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen")
 #: Close codes daphne's ASGI ``websocket.close`` refuses (autobahn allows only 1000 and
 #: 3000-4999), mapped to the private-use code 3000 above them: 1001 -> 4001 and so on.
 ASGI_CLOSE_CODES = {1001: 4001, 1008: 4008, 1009: 4009, 1011: 4011, 1013: 4013}
-
-#: Unsent bytes the kernel may hold for one accepted TCP socket (``TCP_NOTSENT_LOWAT``):
-#: past them, what a client does not read stays in Twisted's buffer, where the relay counts
-#: it against RELAY_MAX_PENDING_BYTES. Bytes in flight are not limited, so a fast client on
-#: a long link is not slowed down (``SO_SNDBUF`` would be: it caps those too).
-KERNEL_UNSENT_BYTES = 64 * 1024
 
 _warned = False
 _warned_proxy_headers = False
@@ -56,7 +50,8 @@ class DaphneConnection:
         self._protocol = protocol
         self._transport = protocol.transport
         protocol.failByDrop = False  # send the close code (1009, 1002, ...) before dropping
-        bound_kernel_buffer(self._transport)
+        get_handle = getattr(self._transport, "getHandle", None)
+        bound_kernel_buffer(get_handle() if callable(get_handle) else None)
 
     def send(self, text: str) -> int | None:
         """Send a text frame; return the bytes not yet sent to the client, or None if closing.
@@ -79,36 +74,13 @@ class DaphneConnection:
             self._protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None, isReply=False)
 
 
-def bound_kernel_buffer(transport: Any) -> bool:
-    """Let the kernel hold at most KERNEL_UNSENT_BYTES unsent for this TCP socket; whether it could.
-
-    Unix sockets (behind a proxy on this host) keep their fixed buffer (``net.core.wmem_default``);
-    a TLS transport has no socket to reach.
-    """
-    get_handle = getattr(transport, "getHandle", None)
-    sock = get_handle() if callable(get_handle) else None
-    if not isinstance(sock, socket.socket) or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return False
-    try:
-        if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, KERNEL_UNSENT_BYTES)
-        else:  # elsewhere a fixed send buffer, which caps the bytes in flight too
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * KERNEL_UNSENT_BYTES)
-    except OSError as exc:
-        logger.warning("event=socket_buffer_unbounded error=%s", exc)
-        return False
-    return True
-
-
 def socket_peer(send: ASGISendCallable, default: tuple[str, int] | None) -> tuple[str, int] | None:
-    """The address of the socket's own peer under daphne (None: a unix socket); ``default`` elsewhere.
+    """The address of the socket's own peer under daphne (None: a unix socket); ``default`` if unknown.
 
     Not ``scope["client"]``, which daphne's ``--proxy-headers`` fills with the
     X-Forwarded-For of anyone: the relay decides itself whom to believe
     (``relay.identity.peers``). Warns once per process when ``--proxy-headers`` is on.
     """
-    if not under_daphne(send):
-        return default
     assert isinstance(send, functools.partial)  # under_daphne: a partial of the server's handle_reply
     warn_proxy_headers(send.func.__self__)  # type: ignore[attr-defined]
     protocol = send.args[0] if send.args else None
@@ -172,8 +144,3 @@ def warn_unknown_daphne(protocol: Any) -> None:
             "/".join(map(str, ASGI_CLOSE_CODES)),
             "/".join(map(str, ASGI_CLOSE_CODES.values())),
         )
-
-
-def asgi_close_code(send: ASGISendCallable, code: int) -> int:
-    """The code to put in an ASGI ``websocket.close``: under daphne, one it accepts."""
-    return ASGI_CLOSE_CODES.get(code, code) if under_daphne(send) else code

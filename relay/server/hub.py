@@ -17,23 +17,34 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import hiredis
+from channels.layers import get_channel_layer
 
 from relay import metrics, protocol
 from relay.conf import conf
+from relay.connections import Connection as ConnectionInfo
+from relay.identity.sessions import user_key
 from relay.redis import servers, streams
+from relay.redis.groups import LayerGroups
 from relay.redis.history import History
-from relay.redis.messages import BusMessage, Live, Stored
+from relay.redis.messages import BusMessage, LayerEvent, Live, SessionsEnded, Stored
 from relay.redis.servers import RedisServer, group_by_shard, layer_prefix, shard_index
 from relay.redis.shards import Shard
 from relay.server import shutdown
+from relay.server.sessions import SessionIndex
+from relay.server.throttling import BucketsById
 
 logger = logging.getLogger(__name__)
 
 
-#: What a sender hears when its frame could not be passed on.
-NOT_RELAYED = "The relay cannot reach Redis now; the message was not delivered. Send it again later."
+#: What a sender hears when its frame could not be passed on (to one target: ``{target}``).
+NOT_STORED = (
+    "The relay cannot reach the Redis of {target} now; the message was not delivered to it. Send it again later."
+)
 RELAYED_HERE_ONLY = "The relay cannot reach its other processes now; the message reached this process only."
 MAYBE_LOST = "The relay lost its connection to Redis; the message may not have been delivered."
+MAYBE_NOT_STORED = (
+    "The relay lost its connection to the Redis of {target}; the message may not have been delivered to it."
+)
 
 
 class Connection(Protocol):
@@ -41,6 +52,10 @@ class Connection(Protocol):
 
     client_id: str
     subprotocol: str | None
+    #: The Django session that proved the identity (``Identity.session_key``, any backend), else None.
+    session_key: str | None
+    #: The connection as the site's code sees it: ``info.user`` is the session's user.
+    info: ConnectionInfo
 
     def on_relay_reply(self, reply: Any) -> None:
         """The reply callback of the connection's frames that need no ack: it reports failures only."""
@@ -54,22 +69,28 @@ class Connection(Protocol):
     def post_text(self, text: str) -> None:
         """Send one frame from sync code (a Redis reply), without waiting."""
 
-    def post_error(self, code: str, detail: str, ref: Any = None) -> None:
-        """Send an error frame from sync code, without waiting."""
+    def post_error(self, code: str, detail: str, ref: Any = None, target: str | None = None) -> None:
+        """Send an error frame from sync code, without waiting; ``target``: the one target it is about."""
 
     async def close(self, code: int, reason: str = "") -> None:
         """Close the connection from the server side."""
 
+    async def handle_layer_event(self, event: Any) -> None:
+        """Handle an event ``group_send`` sent to the connection's group (anyone's dict)."""
+
 
 class FrameOutcome:
-    """One client frame on its way through Redis: the ack or ``unavailable`` once every target answered.
+    """One client frame on its way through Redis: its ack, or ``unavailable``, once every target answered.
 
-    The ack (``relay.v1`` frames with an ``id``) comes when every target's stream holds
-    the frame (with history) or every PUBLISH was taken (without); the first failure
-    sends ``unavailable`` instead, once.
+    With history, each target whose stream did not take the frame gets an ``unavailable``
+    of its own, naming it (``missed``): the others have the frame, and a retry to them
+    would deliver it twice. The ack (``relay.v1`` frames with an ``id``) follows with the
+    offsets of the others, if any took it. Without history, the ack comes when every
+    PUBLISH was taken, and the first failure sends one ``unavailable`` for the frame
+    instead (``fail``): which of the other processes it reached is not known.
     """
 
-    __slots__ = ("sender", "ref", "acked", "waiting", "offsets", "failed")
+    __slots__ = ("sender", "ref", "acked", "waiting", "offsets", "failed", "failed_targets")
 
     def __init__(self, sender: Connection, ref: str | int | None, targets: int) -> None:
         self.sender = sender
@@ -78,6 +99,7 @@ class FrameOutcome:
         self.waiting = targets
         self.offsets: dict[str, int] = {}
         self.failed = False
+        self.failed_targets = 0
 
     @classmethod
     def for_frame(cls, sender: Connection, frame: protocol.Frame) -> "FrameOutcome | Callable[[Any], None]":
@@ -92,12 +114,18 @@ class FrameOutcome:
 
         def on_reply(reply: Any) -> None:
             if isinstance(reply, hiredis.ReplyError):
-                self.fail()
+                self.missed(target, MAYBE_NOT_STORED)
                 return
             self.offsets[target] = streams.position_of(reply).offset
             self.answered()
 
         return on_reply
+
+    def missed(self, target: str, detail: str) -> None:
+        """``target``'s stream did not take the frame (with history): ``unavailable`` naming it."""
+        self.sender.post_error(protocol.UNAVAILABLE, detail.format(target=target), self.ref, target)
+        self.failed_targets += 1
+        self.answered()
 
     def published(self, reply: Any) -> None:
         """The reply callback of a PUBLISH (no history)."""
@@ -107,14 +135,14 @@ class FrameOutcome:
             self.answered()
 
     def answered(self) -> None:
-        """One target more took the frame; the ack once all did."""
+        """One target more answered; the ack once all did, unless none took the frame."""
         self.waiting -= 1
-        if self.waiting == 0 and self.acked and not self.failed:
+        if self.waiting == 0 and self.acked and not self.failed and (self.offsets or not self.failed_targets):
             assert self.ref is not None  # acked only with a ref
             self.sender.post_text(protocol.encode_ack(self.ref, self.offsets))
 
     def fail(self, detail: str = MAYBE_LOST) -> None:
-        """A target's Redis refused or lost the frame, or cannot be reached: ``unavailable``, once per frame."""
+        """Without history: a target's Redis refused, lost or cannot take the frame; ``unavailable``, once per frame."""
         if not self.failed:
             self.failed = True
             self.sender.post_error(protocol.UNAVAILABLE, detail, self.ref)
@@ -134,22 +162,34 @@ class Hub:
         redis_prefix: str,
         history: streams.Settings | None = None,
         layer_prefix: str = "asgi",
+        groups: LayerGroups | None = None,
     ) -> None:
         self.node = node_name()
         # Open connections, delivered to; and how many connections (open or still in
         # their handshake) hold each id's bus subscription.
         self._connections: dict[str, set[Connection]] = {}
         self._members: dict[str, int] = {}
+        #: The open connections a Django session authenticated, by session and by user (logouts).
+        self._sessions: SessionIndex[Connection] = SessionIndex()
+        self._ending: set[asyncio.Task[int]] = set()  # end_sessions() runs, referenced until done
         #: Set on shutdown: new handshakes are refused, open connections are being closed.
         self.draining = False
         #: The history settings where deliveries are kept in streams; None without history.
         self.history = history if servers else None
+        #: What each client id's frames may still store in streams (RELAY_HISTORY_RATE); None: no limit.
+        self._budgets = (
+            BucketsById(self.history.rate, self.history.burst)
+            if self.history is not None and self.history.rate is not None
+            else None
+        )
         self._layer_prefix = layer_prefix
         #: One per Redis server, each holding the ids that hash to it (none without Redis).
         self._shards = tuple(
-            Shard(server, redis_prefix, self.node, self.receive, self._local_counts_on(index), self.history)
+            Shard(server, redis_prefix, self.node, self.receive, self._local_counts_on(index), self.history, groups)
             for index, server in enumerate(servers)
         )
+        #: Whether the bus carries the connections' layer groups (``relay.redis.groups``): they need not join them.
+        self.carries_layer_groups = groups is not None and bool(self._shards)
 
     def shard_of(self, client_id: str) -> Shard | None:
         """The Redis that holds ``client_id``'s bus channel, presence and stream; None without Redis."""
@@ -180,6 +220,8 @@ class Hub:
         await accept()
         connections = self._connections.setdefault(client_id, set())
         connections.add(connection)
+        if connection.session_key is not None:
+            self._sessions.add(connection, connection.session_key, user_key(connection.info.user))
         if shard is not None:
             shard.presence.set(client_id, len(connections))
 
@@ -190,6 +232,7 @@ class Hub:
         connections = self._connections.get(client_id)
         if connections is not None and connection in connections:
             connections.discard(connection)
+            self._sessions.discard(connection)
             if not connections:
                 del self._connections[client_id]
             if shard is not None:
@@ -215,6 +258,17 @@ class Hub:
     def problems(self) -> dict[str, str | None]:
         """Per Redis server (shown without credentials), why it cannot carry frames now, or None."""
         return {shard.server.display(): shard.problem() for shard in self._shards}
+
+    async def wait_started(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, until the links to every Redis have connected or failed once.
+
+        Then ``problem()`` is a verdict: a hub just started (by a health check, before any
+        WebSocket) is still making its links, which are "not connected yet".
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(shard.starting for shard in self._shards) and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # RedisLink has no event for a failed first attempt
 
     def problem(self) -> str | None:
         """Why this process cannot relay between processes now (on some shard), or None."""
@@ -277,6 +331,14 @@ class Hub:
             await self.deliver(client_id, message.sender, message.payload_json, position)
         elif isinstance(message, Live):
             await self.deliver(client_id, message.sender, message.payload_json)
+        elif isinstance(message, LayerEvent):
+            for connection in tuple(self._connections.get(client_id, ())):
+                await connection.handle_layer_event(message.event)
+        elif isinstance(message, SessionsEnded):
+            # In a task of its own: it may read the database, and the bus hands on every id's frames.
+            ending = asyncio.get_running_loop().create_task(self.end_sessions(message))
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
         else:
             await self.disconnect(client_id, message.code, message.reason, message.session_key)
 
@@ -302,6 +364,15 @@ class Hub:
         for connection in connections:
             await connection.close(code, reason)
         return len(connections)
+
+    async def end_sessions(self, ended: SessionsEnded) -> int:
+        """Close the local connections of the Django sessions that ended (``SessionsEnded``); how many."""
+        closing = await self._sessions.ended(ended)
+        if closing:
+            logger.info("event=sessions_ended code=%d connections=%d", ended.code, len(closing))
+        for connection in closing:
+            await connection.close(ended.code, ended.reason)
+        return len(closing)
 
     async def relay(self, sender: Connection, frame: protocol.Frame) -> None:
         """Pass a client frame on to its targets, here and in every other process; ack or ``unavailable``."""
@@ -329,19 +400,49 @@ class Hub:
         """With history: append the frame to each target's stream; Redis publishes it to every process.
 
         A target whose Redis cannot be reached is not delivered: the sender hears
-        ``unavailable``; the targets on the other shards still get the frame.
+        ``unavailable`` naming it; the targets on the other shards still get the frame.
+        A frame over the sender's history budget is not delivered at all.
         """
+        if self._budgets is not None and not self.within_budget(sender, frame):
+            return
         on_reply = FrameOutcome.for_frame(sender, frame)
         for shard, targets in self._targets_by_shard(frame.targets):
             for target in targets:
                 stored = on_reply.stored(target) if isinstance(on_reply, FrameOutcome) else on_reply
                 if shard.history is None or not shard.commands.connected:
                     if isinstance(on_reply, FrameOutcome):
-                        on_reply.fail(NOT_RELAYED)
+                        on_reply.missed(target, NOT_STORED)
                     else:
-                        sender.post_error(protocol.UNAVAILABLE, NOT_RELAYED, frame.ref)
+                        sender.post_error(protocol.UNAVAILABLE, NOT_STORED.format(target=target), frame.ref, target)
                     continue
                 shard.history.append(target, sender.client_id, frame.payload_json, stored)
+
+    def within_budget(self, sender: Connection, frame: protocol.Frame) -> bool:
+        """Whether the sender's id may store ``frame`` in its targets' streams now; ``history_limited`` if not.
+
+        The budget (RELAY_HISTORY_RATE, RELAY_HISTORY_BURST) is what bounds the Redis
+        memory one client id can fill, whatever targets it picks (README, "Delivery history
+        and resume"); it is shared by the id's connections in this process.
+        """
+        assert self._budgets is not None  # called only with a budget
+        cost = streams.stored_bytes(sender.client_id, frame.payload_json, len(frame.targets))
+        bucket = self._budgets.bucket(sender.client_id)
+        if bucket.allow(cost):
+            return True
+        if cost > bucket.burst:
+            detail = (
+                f"The message would store {cost} bytes in its targets' streams, more than a client may store "
+                f"at once ({bucket.burst}): it was not delivered. Send it to fewer targets, or a smaller payload."
+            )
+        else:
+            detail = (
+                f"Over the limit of {bucket.rate:.0f} bytes a second stored in streams: the message was not "
+                f"delivered. Retry in {bucket.wait(cost):.2f} s."
+            )
+        if bucket.refused_in_a_row == 1:  # once per run of refusals, not once per frame
+            logger.info("event=frame_refused client=%s code=%s", sender.client_id, protocol.HISTORY_LIMITED)
+        sender.post_error(protocol.HISTORY_LIMITED, detail, frame.ref)
+        return False
 
     def _targets_by_shard(self, targets: Sequence[str]) -> list[tuple[Shard, list[str]]]:
         """``targets`` grouped by the shard holding each (one group without sharding)."""
@@ -374,9 +475,20 @@ def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = Hub(servers.configured(), conf.RELAY_REDIS_PREFIX, streams.configured(), layer_prefix())
+        configured = servers.configured()
+        hub = _hubs[loop] = Hub(
+            configured, conf.RELAY_REDIS_PREFIX, streams.configured(), layer_prefix(), groups_on_bus(configured)
+        )
         shutdown.install(hub)
     return hub
+
+
+def groups_on_bus(configured: Sequence[RedisServer]) -> LayerGroups | None:
+    """How the bus carries the layer groups, where it can (``RELAY_GROUPS_ON_BUS``); None: through the layer."""
+    if not configured or not conf.RELAY_GROUPS_ON_BUS or not servers.layer_is_on_the_relays_servers():
+        return None
+    deserialize = getattr(get_channel_layer(), "deserialize", None)  # RedisPubSubChannelLayer's
+    return LayerGroups(layer_prefix(), deserialize) if callable(deserialize) else None
 
 
 def running_hub() -> Hub | None:

@@ -1,7 +1,9 @@
-"""Fixtures for end-to-end tests: real daphne processes, WebSocket clients, ``relay_send``.
+"""Fixtures for end-to-end tests: real server processes, WebSocket clients, ``relay_send``.
 
 The servers run the deployable site (``relayproject.settings``, not ``tests.settings``)
 the way ``make run`` does, on a free port, with their output in a log file per server.
+Every test that starts servers runs once under daphne and once under uvicorn (the
+``asgi_server`` parameter); ``@pytest.mark.servers("daphne")`` keeps a test to one.
 Tests that use Redis share the one at ``REDIS_URL``, so every client id is unique to its
 test (``uid``/``numeric_id``): leftovers or a parallel run cannot interfere.
 """
@@ -30,6 +32,10 @@ from websockets.sync.client import connect as sync_ws_connect
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's bin: pytest runs as .venv/bin/python -m pytest
 DAPHNE = BIN / "daphne" if (BIN / "daphne").exists() else REPO / ".venv" / "bin" / "daphne"
+UVICORN = DAPHNE.with_name("uvicorn")
+#: The servers the relay supports, as the README's "Deploy" runs them.
+SERVERS = ("daphne", "uvicorn")
+APPLICATION = "relayproject.asgi:application"
 TEST_SECRET = "e2e-tests-only-secret-key-long-enough-for-hs256-signing"
 SUBPROTOCOL_V1 = "relay.v1"
 START_TIMEOUT = 20.0
@@ -42,7 +48,42 @@ REDIS_KEY_PREFIX = os.environ.get("REDIS_PREFIX") or "relay"
 _SITE_ENV = ("DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "REDIS_URL", "DATABASE_URL")
 
 
-# --- daphne servers --------------------------------------------------------------------
+# --- servers ---------------------------------------------------------------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that starts servers under every server, or those ``@pytest.mark.servers(...)`` names."""
+    if "asgi_server" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("servers")
+        metafunc.parametrize("asgi_server", marker.args if marker else SERVERS, scope="module")
+
+
+def server_command(kind: str, port: int, max_frame_bytes: int | None, proxy_headers: bool) -> list[str]:
+    """The command line of a ``kind`` server on ``port``, as the README's "Deploy" runs it.
+
+    ``max_frame_bytes``: the server's frame size limit (None: the server's default);
+    ``proxy_headers``: the server believes X-Forwarded-For (daphne: from anyone; uvicorn:
+    ``--forwarded-allow-ips '*'``), which the relay must see through.
+    """
+    if kind == "daphne":
+        command = [str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), "--websocket_timeout", "-1"]
+        if max_frame_bytes is not None:
+            limit = str(max_frame_bytes)
+            command += ["--websocket-max-message-size", limit, "--websocket-max-frame-size", limit]
+        if proxy_headers:
+            command.append("--proxy-headers")
+    else:
+        command = [str(UVICORN), "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS]
+        if max_frame_bytes is not None:
+            command += ["--ws-max-size", str(max_frame_bytes)]
+        command += ["--proxy-headers", "--forwarded-allow-ips", "*"] if proxy_headers else ["--no-proxy-headers"]
+    return [*command, APPLICATION]
+
+
+#: The flags of the uvicorn unit (deploy/relay-uvicorn@.service), but the socket, frame size and proxy headers.
+UVICORN_FLAGS = (
+    "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log",
+)  # fmt: skip
 
 
 def free_port() -> int:
@@ -53,28 +94,26 @@ def free_port() -> int:
 
 
 class Server:
-    """One daphne process serving ``relayproject.asgi:application``."""
+    """One daphne or uvicorn process serving ``relayproject.asgi:application``."""
 
     def __init__(
-        self, name: str, port: int, env: dict[str, str], log_path: Path, daphne_args: tuple[str, ...] = ()
+        self,
+        name: str,
+        port: int,
+        env: dict[str, str],
+        log_path: Path,
+        kind: str = "daphne",
+        max_frame_bytes: int | None = None,
+        proxy_headers: bool = False,
     ) -> None:
         self.name = name
         self.port = port
         self.env = env
         self.log_path = log_path
+        self.kind = kind
         self._log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [
-                str(DAPHNE),
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "--websocket_timeout",
-                "-1",
-                *daphne_args,
-                "relayproject.asgi:application",
-            ],
+            server_command(kind, port, max_frame_bytes, proxy_headers),
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -83,7 +122,7 @@ class Server:
         )
 
     def __repr__(self) -> str:
-        return f"<Server {self.name} :{self.port} redis={'REDIS_URL' in self.env}>"
+        return f"<Server {self.kind} {self.name} :{self.port} redis={'REDIS_URL' in self.env}>"
 
     def url(self, query: str = "", path: str = "/ws") -> str:
         """The WebSocket URL of ``path`` with a raw query string (``id=1``)."""
@@ -142,6 +181,20 @@ class Server:
                 last_error = exc
                 time.sleep(0.1)
         raise RuntimeError(f"{self} did not accept a WebSocket in {START_TIMEOUT}s ({last_error!r}):\n{self.log}")
+
+    def wait_listening(self) -> None:
+        """Wait until the port accepts TCP connections, and no more: no request, no WebSocket, so the
+        process has served nothing yet (``start_server(probe=False)``)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self} exited with {self.process.returncode}:\n{self.log}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self} did not listen in {START_TIMEOUT}s:\n{self.log}")
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a few seconds; close the log."""
@@ -212,35 +265,44 @@ def database_url(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def start_server(request, tmp_path_factory, database_url) -> Iterator[Callable[..., Server]]:
-    """Factory: ``start_server(redis=True, name="a", env={...})`` starts a ready daphne process.
+def start_server(request, tmp_path_factory, database_url, asgi_server) -> Iterator[Callable[..., Server]]:
+    """Factory: ``start_server(redis=True, name="a", env={...})`` starts a ready server process.
 
-    ``redis=False`` leaves REDIS_URL unset (the in-memory layer, as ``make run``); ``env``
-    adds or overrides environment variables (``RELAY_*`` from the outer environment are
-    dropped, so every server starts from the site's defaults); ``daphne_args`` adds daphne
-    flags; ``port`` reuses a port (a server restarted in place). All servers started in a
-    module stop when it ends, and their logs must hold no traceback.
+    The server is ``asgi_server`` (daphne or uvicorn: the test's parameter). ``redis=False``
+    leaves REDIS_URL unset (the in-memory layer, as ``make run``); ``env`` adds or overrides
+    environment variables (``RELAY_*`` from the outer environment are dropped, so every
+    server starts from the site's defaults); ``max_frame_bytes`` and ``proxy_headers`` set
+    the server's options of those names (``server_command``); ``port`` reuses a port (a
+    server restarted in place); ``probe=False`` waits only until the port listens, where
+    readiness is otherwise a WebSocket handshake (for a process that has served nothing
+    yet). All servers started in a module stop when it ends, and their logs must hold no
+    traceback.
     """
     servers: list[Server] = []
-    log_dir = tmp_path_factory.mktemp("daphne")
+    log_dir = tmp_path_factory.mktemp(asgi_server)
 
     def start(
         *,
         redis: bool = True,
         name: str = "server",
         env: dict[str, str] | None = None,
-        daphne_args: tuple[str, ...] = (),
+        max_frame_bytes: int | None = None,
+        proxy_headers: bool = False,
         port: int | None = None,
+        probe: bool = True,
     ) -> Server:
         settings = {"DATABASE_URL": database_url}
         if redis:
             settings["REDIS_URL"] = request.getfixturevalue("redis_url")
         server_env = site_env(**{**settings, **(env or {})})
         log_path = log_dir / f"{name}-{len(servers)}.log"
-        server = Server(name, port or free_port(), server_env, log_path, daphne_args)
+        server = Server(name, port or free_port(), server_env, log_path, asgi_server, max_frame_bytes, proxy_headers)
         servers.append(server)
         LIVE_SERVERS.append(server)
-        server.wait_ready()
+        if probe:
+            server.wait_ready()
+        else:
+            server.wait_listening()
         return server
 
     yield start
@@ -267,17 +329,18 @@ def no_new_tracebacks() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def server(start_server) -> Server:
-    """A daphne process on the shared Redis."""
+    """A server process on the shared Redis."""
     return start_server(name="a")
 
 
-#: For tests that send far more than the default per-connection rate limit (50/s, burst 100).
-NO_RATE_LIMIT = {"RELAY_RATE_LIMIT": "off"}
+#: For tests that send far more than the default per-connection rate limit (50/s, burst 100),
+#: and than a client id may store in streams (RELAY_HISTORY_RATE).
+NO_RATE_LIMIT = {"RELAY_RATE_LIMIT": "off", "RELAY_HISTORY_RATE": "off"}
 
 
 @pytest.fixture(scope="module")
 def memory_server(start_server) -> Server:
-    """A daphne process with REDIS_URL unset: the in-memory layer, one process only."""
+    """A server process with REDIS_URL unset: the in-memory layer, one process only."""
     return start_server(redis=False, name="memory")
 
 
@@ -521,7 +584,9 @@ class PrivateRedis:
         port = ["--port", "0"] if "--tls-port" in self.args else ["--port", str(self.port)]
         if "--sentinel" in self.args:  # a sentinel keeps its state in its config file
             return [*port, "--bind", "127.0.0.1"]
-        return [*port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        # --dir: a replica writes the master's snapshot to disk, and nothing goes in the checkout.
+        directory = ["--dir", str(self.log_path.parent), "--dbfilename", f"{self.log_path.stem}.rdb"]
+        return [*port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *directory]
 
     def stop(self) -> None:
         """SIGTERM redis-server (it saves nothing) and wait until it is gone."""

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core import signing
 
 from relay.exceptions import Refused
-from relay.identity.backends import Identity, IdentityBackend
+from relay.identity.backends import Identity, IdentityBackend, SessionBackend
 from relay.identity.handshake import query_params
 
 
@@ -29,3 +29,22 @@ class TicketBackend(IdentityBackend):
         if user is None:
             raise Refused("unknown_user", f"no active user {username!r}")
         return Identity(user.username, user=user, data={"staff": user.is_staff})
+
+
+class AccountSessionBackend(IdentityBackend):
+    """With ``?as=account``: the session's logged-in user, as ``account-<username>``, naming the session.
+
+    A site's own backend that authenticates by the session (README: it "may set" ``session_key``
+    too): logging that session out must close its sockets, whatever their client id.
+    """
+
+    name = "account"
+
+    async def authenticate(self, scope):
+        if query_params(scope).get("as") != ["account"]:
+            return None
+        identity = await SessionBackend().authenticate(scope)
+        if identity is None:
+            raise Refused("not_logged_in", "?as=account needs a logged-in session")
+        user = identity.user
+        return Identity(f"account-{user.username}", user=user, session_key=identity.session_key)

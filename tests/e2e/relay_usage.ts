@@ -17,9 +17,10 @@ await relay.open();
 const sent: Sent = await relay.send([2, "bob"], { text: "hi" });
 const offset: number | undefined = sent.offsets["bob"];
 const refused: number = sent.forbidden.length;
+const sendAgainTo: string[] = sent.unavailable.map((error) => error.target); // their Redis was down
 try {
   const history = await relay.call<{ text: string }[]>("chat.history", { room: "lobby" }, { timeout: 5000 });
-  console.log(history.map((entry) => entry.text), offset, refused);
+  console.log(history.map((entry) => entry.text), offset, refused, sendAgainTo);
 } catch (error) {
   if (error instanceof RelayError) console.log(error.code, error.detail, error.errors.length);
 }

@@ -69,6 +69,16 @@ def test_the_readme_recipe_runs_against_make_run(start_server):
     assert result.stdout == "ack {}\nbob {'text': 'hi'} None\n"
 
 
+async def wait_for_events(events: list, name: str, count: int, timeout: float = 5) -> list[dict]:
+    """The details of the ``name`` events once there are ``count`` of them (fails after ``timeout`` s)."""
+    for _ in range(int(timeout / 0.05)):
+        found = [detail for event, detail in events if event == name]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{count} {name} events expected, got {events}")
+
+
 async def test_send_is_acked_with_offsets_and_delivered_with_them(chat_server, uid):
     alice_id, bob_id = uid("alice"), uid("bob")
     async with (
@@ -138,7 +148,8 @@ async def test_the_client_resumes_after_a_restart_on_the_same_port(start_server,
         await asyncio.to_thread(start_server, name="client-restart-again", port=server.port)
         delivery = await client.recv(timeout=15)
         assert (delivery.payload, delivery.offset, delivery.sender) == ("while it was down", 2, None)
-        recovered = [detail for name, detail in events if name == "recovered"]
+        # The replayed entry is handed over before the frame saying how the resume went.
+        recovered = await wait_for_events(events, "recovered", 2)
         assert [(r["recovered"], r["replayed"]) for r in recovered] == [(False, 0), (True, 1)]
         assert recovered[0]["reason"] == "no_position"
     finally:
@@ -147,16 +158,24 @@ async def test_the_client_resumes_after_a_restart_on_the_same_port(start_server,
 
 async def test_a_drain_sends_the_clients_back_after_jittered_delays(start_server, uid):
     server = start_server(name="client-drain")
-    delays: list[float] = []
+    first_delays: dict[int, float] = {}
 
-    def record(name, detail):
-        if name == "reconnecting" and detail["code"] == 1001:
-            delays.append(detail["delay"])
+    def recorder(n):
+        # A client that comes back while the process still drains is closed with 1001 again:
+        # each client's first delay is the one the drain chose.
+        def record(name, detail):
+            if name == "reconnecting" and detail["code"] == 1001:
+                first_delays.setdefault(n, detail["delay"])
 
-    clients = [RelayClient(server.url(), client_id=uid(f"d{n}"), backoff_max=2, on_event=record) for n in range(12)]
+        return record
+
+    clients = [
+        RelayClient(server.url(), client_id=uid(f"d{n}"), backoff_max=2, on_event=recorder(n)) for n in range(12)
+    ]
     await asyncio.gather(*(client.open() for client in clients))
     try:
         await asyncio.to_thread(server.stop)  # SIGTERM: 1001 to every client
+        delays = list(first_delays.values())
         assert len(delays) == 12
         assert all(0 <= delay <= 0.5 for delay in delays), delays
         assert len(set(delays)) == 12, delays

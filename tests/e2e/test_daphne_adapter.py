@@ -11,7 +11,7 @@ import signal
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-pytestmark = pytest.mark.daphne_internals
+pytestmark = [pytest.mark.server_internals, pytest.mark.servers("daphne")]
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,10 @@ import json
 import os
 import signal
 import time
+import uuid
 
 import pytest
+import redis
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .conftest import NO_RATE_LIMIT, SUBPROTOCOL_V1, Client, Server, open_ws, run_manage_sync
@@ -135,6 +137,55 @@ async def test_deliveries_racing_the_replay_arrive_once_each_in_order(a, b, conn
     offsets = [offset for _, offset in resumed.positions[1:]]
     assert offsets == list(range(1, total + 1))
     await resumed.assert_silent()
+
+
+async def test_resuming_again_and_again_under_a_flood_gets_every_entry_once(a, connect, uid):
+    """A sender on the same process floods the target while it resumes 60 times: no duplicate, no gap.
+
+    The replay is read on the process's command connection to Redis, while the deliveries
+    published before that read still travel on its subscriber connection: they reach the
+    resumed connection after ``recovered`` and must not be sent to it a second time.
+    """
+    target, resumes = uid("resumer"), 60
+    client, _ = await learn_position(connect, a, target)
+    sender = await connect(a, uid("flood"), subprotocol=SUBPROTOCOL_V1)
+    flooding = True
+
+    async def flood() -> None:
+        """A frame every half millisecond or so: the server stores one in (nearly) every turn of its
+        event loop, so the resume's read goes to Redis right behind appends, whose deliveries then
+        come back on the other connection after the read's reply. The client keeps up."""
+        n = 0
+        while flooding:
+            await sender.send_json({"targets": [target], "payload": n})
+            n += 1
+            await asyncio.sleep(0.0005)
+
+    flooding_task = asyncio.create_task(flood())
+    epoch, last = client.positions[-1]
+    problems: dict[int, list[str]] = {}  # per resume, the deliveries out of place
+    closing = []  # not waiting for each closing handshake, which the flood slows down
+    try:
+        for attempt in range(resumes):
+            closing.append(asyncio.create_task(client.close()))
+            client = await resume(connect, a, target, f"{epoch}:{last}")
+            live = None  # deliveries since the recovered frame: the race is right after it
+            while live is None or live < 30:
+                frame = json.loads(await client.recv_text(10))
+                if frame["type"] == "recovered":
+                    assert frame["recovered"] is True, (frame, last)
+                    live = 0
+                    continue
+                if (frame["epoch"], frame["offset"]) != (epoch, last + 1):
+                    doubled = frame["epoch"] == epoch and frame["offset"] <= last
+                    wrong = f"{'duplicate' if doubled else 'gap'}: {frame['offset']} after {last}"
+                    problems.setdefault(attempt, []).append(wrong)
+                epoch, last = frame["epoch"], max(last, frame["offset"])
+                live = None if live is None else live + 1
+    finally:
+        flooding = False
+        await asyncio.gather(flooding_task, *closing)
+    assert not problems, f"{len(problems)} of {resumes} resumes had deliveries out of place: {problems}"
 
 
 async def test_more_missed_than_kept_is_too_old_and_replays_nothing(a, connect, uid):
@@ -267,6 +318,49 @@ async def test_every_acked_frame_is_in_the_stream_and_an_outage_is_unavailable(
     ]
     assert "not delivered" in answers[0]["detail"]
     await replay.assert_silent()  # nothing stored, nothing delivered
+
+
+async def test_one_sender_cannot_fill_redis_with_history(start_server, private_redis, connect, uid):
+    """The reported attack, within the default rate limit: 60 KiB frames to fresh random targets.
+
+    Before the budget, 90 such frames to 100 targets each took Redis from 2 to 569 MiB in
+    3.6 s (and with noeviction every write then failed for everyone). Now what one client
+    id stores is at most RELAY_HISTORY_BURST + RELAY_HISTORY_RATE x the time (README,
+    "Delivery history and resume"), and the others are not affected.
+    """
+    store = private_redis()
+    server = start_server(name="history-budget", env={"REDIS_URL": store.url})  # the defaults
+    rate, burst, entry_cost = 64 * 1024, 2 * 1024 * 1024, 1024  # RELAY_HISTORY_RATE, _BURST, ENTRY_COST
+    attacker = await connect(server, uid("attacker"), subprotocol=SUBPROTOCOL_V1)
+    payload = "x" * (60 * 1024)
+    with redis.Redis(port=store.port) as watch:
+        before = watch.info("memory")["used_memory"]
+        started = time.monotonic()
+        for n in range(80):  # 40 frames to 100 fresh targets, 40 to 20; 40 a second, under the 50/s limit
+            fresh = [uuid.uuid4().hex[:16] for _ in range(100 if n % 2 == 0 else 20)]
+            await attacker.send_json({"targets": fresh, "payload": payload, "id": n})
+            await asyncio.sleep(0.025)
+        answers = await attacker.recv_many(80, timeout=20)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.5)
+        grown = watch.info("memory")["used_memory"] - before
+    acked = [a for a in answers if a["type"] == "ack"]
+    print(f"\n80 frames in {elapsed:.1f} s: {len(acked)} stored, Redis +{grown / 2**20:.2f} MiB")
+    # What Redis holds for it: ~1.07 x the bytes counted for 60 KiB entries (measured), and
+    # a little for the server's own keys and buffers.
+    assert grown <= 1.1 * (burst + rate * elapsed) + 1024 * 1024, f"Redis grew {grown / 2**20:.1f} MiB"
+    refused = [a for a in answers if a["type"] == "error"]
+    assert {a["code"] for a in refused} == {"history_limited"} and len(acked) + len(refused) == 80
+    assert all(a["ref"] % 2 == 1 for a in acked)  # 100 x 60 KiB is more than the burst: never stored
+    assert acked, "the budget lets some through"
+    stored = len(acked) * 20 * (len(payload) + 2 + len(attacker.client_id) + entry_cost)
+    assert stored <= burst + rate * elapsed
+
+    target = await connect(server, uid("bystander"), subprotocol=SUBPROTOCOL_V1)
+    other = await connect(server, uid("other-sender"), subprotocol=SUBPROTOCOL_V1)
+    await other.send_json({"targets": [target.client_id], "payload": "still fine", "id": "ok"})
+    assert (await other.recv_json())["type"] == "ack"
+    assert (await target.recv_json())["payload"] == "still fine"
 
 
 async def test_the_original_framing_has_no_offsets_and_no_resume(a, connect, uid):

@@ -9,6 +9,8 @@ import asyncio
 import http.client
 import json
 import os
+import re
+import select
 import socket
 import sqlite3
 import stat
@@ -119,8 +121,9 @@ def server_b(start_server) -> Server:
 
 
 @pytest.fixture(scope="module")
-def key_name() -> str:
-    return f"e2e-api-{uuid.uuid4().hex[:8]}"
+def key_name(asgi_server) -> str:
+    """One key per server the module runs under: they share the database."""
+    return f"e2e-api-{asgi_server}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +338,9 @@ async def test_post_on_presence_is_405(server, api_key):
     assert response.headers["allow"] == "GET"
 
 
-@pytest.mark.parametrize("path", ["/relay/api/x", "/relay/api/send/extra", "/relay/api/", "/relay/api/presence/x"])
+@pytest.mark.parametrize(
+    "path", ["/relay/api/x", "/relay/api/send/extra", "/relay/api/", "/relay/api/presence/x", "/relay/api"]
+)
 async def test_unknown_api_path_is_404_json(server, api_key, path):
     response = await request(server, "GET", path, headers=bearer(api_key))
 
@@ -399,17 +404,44 @@ def open_file_bytes(pid: int) -> int:
 
 
 def post_chunked(port: int, path: str, megabytes: int, headers: str = "") -> bytes:
-    """POST ``megabytes`` of chunked body; the start of the answer."""
+    """POST ``megabytes`` of chunked body; the start of the answer, which may come before the body is sent.
+
+    uvicorn lets the relay answer 413 as soon as the limit is read, and then closes the
+    connection: the answer is read as soon as it is there, before the close resets it.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{headers}"
             "Transfer-Encoding: chunked\r\n\r\n".encode()
         )
         chunk = b"x" * (1 << 20)
-        for _ in range(megabytes):
-            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-        sock.sendall(b"0\r\n\r\n")
-        return sock.recv(4096)
+        try:
+            for _ in range(megabytes):
+                if select.select([sock], [], [], 0)[0]:
+                    break
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            else:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed while the body was still coming
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """An HTTP answer's head and its Content-Length of body (or what came before the connection ended)."""
+    answer = b""
+    while True:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head) if _ else None
+        if length and len(body) >= int(length.group(1)):
+            return answer
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            return answer
+        if not data:
+            return answer
+        answer += data
 
 
 HUGE_MB = 50
@@ -446,24 +478,35 @@ async def test_a_declared_body_over_the_limit_is_413_with_a_key(server, api_key)
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-@pytest.mark.parametrize("path", ["/relay/api/x", "/relay/api/send/extra", "/relay/api/"])
+@pytest.mark.parametrize("path", ["/relay/api/x", "/relay/api/send/extra", "/relay/api/", "/relay/api"])
 async def test_unknown_api_path_is_404_json_for_every_method(server, api_key, path, method):
-    """The finding: a POST there got Django's CSRF page (HTML), not the JSON 404."""
+    """The findings: a POST there got Django's CSRF page (HTML), not the JSON 404; ``/relay/api`` an HTML 301."""
     response = await request(server, method, path, headers={"Authorization": f"Bearer {api_key}"})
 
     assert_json_error(response, 404, "not_found")
 
 
+async def test_a_body_to_the_api_path_without_its_slash_is_refused_before_django_reads_it(server):
+    """The finding: ``POST /relay/api`` was outside the guard's prefix, so Django read the body before its 301."""
+    response = await request(server, "POST", "/relay/api", b"{}" * 1000, {"Content-Type": "application/json"})
+
+    assert_json_error(response, 401, "unauthorized")
+
+
 @pytest.mark.parametrize("method", ["OPTIONS", "HEAD", "BREW"])
 async def test_other_methods_on_known_paths_are_json_405(server, api_key, method):
     response = await request(server, method, "/relay/api/send", headers=bearer(api_key))
+    if method == "BREW" and server.kind == "uvicorn":  # httptools refuses methods it does not know
+        assert (response.status, response.body) == (400, b"Invalid HTTP request received."), response
+        return
     assert response.status == 405, (response.status, response.body[:300])
     assert response.headers["content-type"] == "application/json"
     assert response.headers["allow"] == "POST"
 
 
-async def test_a_send_only_key_cannot_enumerate_who_is_online(server, connect, uid):
-    """The finding: any key enumerated who of ids 1..5000 was online, 100 ids a request."""
+async def test_a_send_only_key_cannot_enumerate_who_is_online(server, api_key, connect, uid):
+    """The findings: any key enumerated who of ids 1..5000 was online, 100 ids a request, with /presence,
+    and a send-only key still could, by a binary search over sends: each answer said how many were online."""
     online = await connect(server, uid("online"))
     key = create_named_api_key(server, f"e2e-send-only-{uuid.uuid4().hex[:8]}", "--scope", "send")
     ids = [online.client_id, *(str(n) for n in range(1, 100))]
@@ -472,8 +515,14 @@ async def test_a_send_only_key_cannot_enumerate_who_is_online(server, connect, u
 
     assert_json_error(response, 403, "forbidden")
     assert response.json["error"]["detail"] == "This key may not read presence (its scope: send; any id)."
-    assert (await api_send(server, key, {"targets": [online.client_id], "payload": "still sends"})).status == 202
+    sent = await api_send(server, key, {"targets": [online.client_id, uid("offline")], "payload": "still sends"})
+    assert sent.status == 202
+    assert set(sent.json) == {"targets", "offsets"} and sent.json["targets"] == 2  # and not who was online
     assert await online.recv_json() == "still sends"
+    # A key that may read presence is told, as /presence would tell it.
+    told = await api_send(server, api_key, {"targets": [online.client_id, uid("offline")], "payload": "told"})
+    assert (told.status, told.json["online"]) == (202, 1)
+    assert await online.recv_json() == "told"
 
 
 async def test_a_key_limited_to_client_id_patterns_reaches_those_only(server, connect, uid):

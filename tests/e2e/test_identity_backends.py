@@ -5,6 +5,7 @@ the server's database (``tests/e2e/identity_backends.py``, a sync backend using 
 decides before tokens, sessions and ``?id=``.
 """
 
+import asyncio
 import time
 import uuid
 
@@ -14,6 +15,7 @@ from django.core import signing
 from websockets.exceptions import InvalidStatus
 
 from .conftest import SUBPROTOCOL_V1, TEST_SECRET, Client, Server, assert_all_silent, open_ws, run_manage_sync
+from .test_security import STAFF_USERS_SCRIPT, closed_with, log_in_over_http, log_out_over_http, manage_output
 
 CREATE_USER = """
 from django.contrib.auth import get_user_model
@@ -90,3 +92,33 @@ async def test_a_site_backend_decides_first_and_the_built_ins_still_work(identit
     by_token = await open_client(identity_server, uid("token-user"), f"token={token}")
     await assert_is(by_token, observer)
     assert len(identity_server.events("connect", client=uid("token-user"))) == 1
+
+
+@pytest.fixture(scope="module")
+def second_identity_server(start_server, identity_server) -> Server:
+    """Another process with the same settings, Redis and database."""
+    return start_server(name="identity-b", env={"DJANGO_SETTINGS_MODULE": "tests.e2e.identity_settings"})
+
+
+async def test_logging_out_closes_the_sockets_a_site_backend_opened_with_the_session(
+    identity_server, second_identity_server
+):
+    """The finding: a logout closed only the client ids of SessionBackend and its subclasses, though a site's
+    own backend may name the session too (here ``account-<username>``)."""
+    username = f"e2e-account-{uuid.uuid4().hex[:8]}"
+    password = "e2e-a-Passphrase-4711"
+    manage_output(
+        identity_server, "shell", "-v", "0", "-c", STAFF_USERS_SCRIPT.format(password=password, usernames=[username])
+    )
+    session = await asyncio.to_thread(log_in_over_http, identity_server, username, password)
+    cookie = {"Cookie": f"sessionid={session}"}
+    sockets = [
+        Client(await open_ws(server, "as=account", headers=cookie), f"account-{username}")
+        for server in (identity_server, second_identity_server)
+    ]
+    for server in (identity_server, second_identity_server):
+        assert await server.wait_for_events("connect", client=f"account-{username}")
+
+    assert await asyncio.to_thread(log_out_over_http, second_identity_server, session) == 200
+
+    assert [await closed_with(socket) for socket in sockets] == [4401, 4401]

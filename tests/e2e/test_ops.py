@@ -34,12 +34,36 @@ FORBIDDEN = {"error": {"code": "forbidden", "detail": "Metrics are not public."}
 
 
 @pytest.mark.parametrize("layer", ["server", "memory_server"])
-async def test_healthz_is_ok_on_redis_and_on_the_in_memory_layer(request, layer):
+async def test_healthz_is_ok_on_redis_and_on_the_in_memory_layer(request, asgi_server, layer):
     server = request.getfixturevalue(layer)
     response = await http_get(server, "/relay/healthz")
     assert response.status == 200, response
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"status": "ok"}
+
+
+#: An ACL user that is enough for channels-redis's pub/sub layer, not for the relay's own
+#: links (which need +info, +hset, ...).
+PUBSUB_ONLY_USER = ("--user", "pubonly", "on", ">pw", "~*", "&*", "+@pubsub", "+@connection")
+
+
+async def test_a_fresh_process_whose_redis_links_cannot_work_is_unhealthy_before_any_socket(
+    start_server, private_redis
+):
+    """The findings: before the first WebSocket no hub (nor its Redis links) had started, so
+    /relay/healthz answered 200; and each unhealthy probe logged three lines."""
+    store = private_redis(PUBSUB_ONLY_USER)
+    env = {"REDIS_URL": f"redis://pubonly:pw@127.0.0.1:{store.port}/0", "RELAY_METRICS_TOKEN": METRICS_TOKEN}
+    server = start_server(name="pubsub-only", env=env, probe=False)  # it has served no WebSocket
+
+    answers = [await http_get(server, "/relay/healthz") for _ in range(3)]
+
+    assert [(a.status, a.json()) for a in answers] == [(503, {"status": "unavailable", "reason": "redis"})] * 3
+    detailed = await http_get(server, "/relay/healthz", {"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert "+info" in detailed.json()["detail"], detailed
+    # One line for four probes, and none of Django's "Service Unavailable".
+    assert [event["reason"] for event in server.events("unhealthy")] == ["redis"], server.log[-3000:]
+    assert server.log_lines("Service Unavailable") == []
 
 
 # --- metrics of one process -------------------------------------------------------------
@@ -325,8 +349,9 @@ def get_from(source: str, port: int, path: str, headers: dict[str, str]) -> int:
 
 @pytest.fixture(scope="module")
 def proxied_server(start_server):
-    """As the README's unit ran it: daphne with --proxy-headers; nginx (the trusted proxy) on 127.0.0.1."""
-    return start_server(name="proxied", env={"RELAY_TRUSTED_PROXIES": "127.0.0.1"}, daphne_args=("--proxy-headers",))
+    """The server believing X-Forwarded-For from anyone (daphne's --proxy-headers, as the README's unit
+    ran it; uvicorn's with --forwarded-allow-ips '*'); nginx (the trusted proxy) on 127.0.0.1."""
+    return start_server(name="proxied", env={"RELAY_TRUSTED_PROXIES": "127.0.0.1"}, proxy_headers=True)
 
 
 async def test_x_forwarded_for_from_anyone_does_not_open_the_metrics(proxied_server):
@@ -339,7 +364,8 @@ async def test_x_forwarded_for_from_anyone_does_not_open_the_metrics(proxied_ser
     # The proxy naming a client from elsewhere: that client's address counts, not the proxy's.
     outside = {"X-Forwarded-For": "203.0.113.9"}
     assert await asyncio.to_thread(get_from, "127.0.0.1", proxied_server.port, "/relay/metrics", outside) == 403
-    assert len(proxied_server.log_lines("event=proxy_headers_ignored")) == 1
+    if proxied_server.kind == "daphne":  # whose --proxy-headers believes anyone: the relay says so once
+        assert len(proxied_server.log_lines("event=proxy_headers_ignored")) == 1
 
 
 def refused_handshake_from(source: str, port: int, forwarded_for: str) -> int:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from .conftest import SUBPROTOCOL_V1, assert_all_silent, numeric_id, run_relay_send
+from .conftest import SUBPROTOCOL_V1, assert_all_silent, numeric_id, run_manage_sync, run_relay_send
 
 IDLE_SECONDS = 7  # longer than redis-py 8's default 5 s socket timeout (channels_redis#422)
 
@@ -125,3 +125,44 @@ async def test_idle_connections_still_receive_messages_and_pushes(start_server, 
     await assert_all_silent([raw, enveloped, sender])
     assert idle_server.events("disconnect", client=raw.client_id) == []
     assert idle_server.log_lines("Timeout reading") == []
+
+
+#: Plain Channels code of the site's own, as the README's "Plain Channels" recipe writes it.
+GROUP_SEND = """
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+send = async_to_sync(get_channel_layer().group_send)
+for n in range(3):
+    send("relay.{client_id}", {{"type": "relay.deliver", "payload": {{"n": n}}, "from": None}})
+send("relay.{client_id}", {{"type": "relay.deliver", "payload_json": '"encoded"'}})
+"""
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"RELAY_HISTORY": "0"}, {"RELAY_GROUPS_ON_BUS": "0"}],
+    ids=["groups on the bus", "without history", "groups through the layer"],
+)
+async def test_a_plain_channels_group_send_from_another_process_reaches_every_connection(
+    start_server, connect, uid, settings
+):
+    """The README's "Plain Channels": any Channels code reaches every connection of an id, in order."""
+    a = start_server(name="group-a", env=settings)
+    b = start_server(name="group-b", env=settings)
+    client_id = uid("grouped")
+    clients = [
+        await connect(a, client_id, subprotocol=SUBPROTOCOL_V1),
+        await connect(a, client_id),
+        await connect(b, client_id, subprotocol=SUBPROTOCOL_V1),
+    ]
+    bystander = await connect(a, uid("bystander"))
+    result = await asyncio.to_thread(run_manage_sync, a, "shell", "-c", GROUP_SEND.format(client_id=client_id))
+    assert result.returncode == 0, result.stderr
+    pushes = [{"n": 0}, {"n": 1}, {"n": 2}, "encoded"]
+    for client in clients:
+        received = await client.recv_many(4)
+        if client.subprotocol == SUBPROTOCOL_V1:
+            assert received == [{"type": "message", "from": None, "payload": p} for p in pushes], client
+        else:
+            assert received == pushes, client
+    await assert_all_silent([*clients, bystander])

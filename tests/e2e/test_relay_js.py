@@ -196,7 +196,7 @@ def test_send_resolves_on_its_ack_with_the_offsets(run):
         return { frame, answer };
     """)
     assert result["frame"] == {"targets": ["b", 2, "2"], "payload": {"hi": True}, "id": result["frame"]["id"]}
-    assert result["answer"] == {"offsets": {"b": 4, "2": 9}, "forbidden": []}
+    assert result["answer"] == {"offsets": {"b": 4, "2": 9}, "forbidden": [], "unavailable": []}
 
 
 def test_send_with_some_targets_forbidden_resolves_on_the_ack_with_their_errors(run):
@@ -225,7 +225,50 @@ def test_send_with_some_targets_forbidden_resolves_on_the_ack_with_their_errors(
             {"code": "forbidden", "detail": "You may not send to b."},
             {"code": "forbidden", "detail": "You may not send to 2."},
         ],
+        "unavailable": [],
     }
+    assert result["errors"] == []
+
+
+def test_send_with_some_targets_unavailable_resolves_on_the_ack_with_their_errors(run):
+    """With shards, the targets on a Redis that is down miss the frame; the others have it."""
+    result = run("""
+        const { client, next, of } = make({ id: "a" });
+        client.open();
+        const socket = await next();
+        socket.accept();
+        const sent = client.send(["x", "y", "z"], "x");
+        const { id } = socket.frames()[0];
+        const detail = "The relay cannot reach the Redis of y now; the message was not delivered to it.";
+        socket.receive({ type: "error", code: "unavailable", detail, ref: id, target: "y" });
+        let settled = false;
+        sent.then(() => { settled = true; });
+        await sleep(20);
+        const early = settled;
+        socket.receive({ type: "ack", ref: id, offsets: { x: 2, z: 7 } });
+        const answer = await sent;
+        const none = client.send(["v", "w"], "x");
+        const second = socket.frames()[1].id;
+        socket.receive({ type: "error", code: "forbidden", detail: "You may not send to v.", ref: second });
+        socket.receive({ type: "error", code: "unavailable", detail, ref: second, target: "w" });
+        const error = await none.catch((e) => e);
+        const whole = client.send(["v", "w"], "x");
+        const third = socket.frames()[2].id;
+        socket.receive({ type: "error", code: "unavailable", detail: "reached this process only", ref: third });
+        const frameError = await whole.catch((e) => e);
+        client.close();
+        return { early, answer, errors: of("error"), none: [error.code, error.errors.map((e) => e.code)],
+                 whole: [frameError.code, frameError.detail, frameError.errors.length] };
+    """)
+    assert result["early"] is False, "one target missed it: the ack for the others is awaited"
+    detail = "The relay cannot reach the Redis of y now; the message was not delivered to it."
+    assert result["answer"] == {
+        "offsets": {"x": 2, "z": 7},
+        "forbidden": [],
+        "unavailable": [{"code": "unavailable", "detail": detail, "target": "y"}],
+    }
+    assert result["none"] == ["unavailable", ["forbidden", "unavailable"]]  # no target got it: rejected
+    assert result["whole"] == ["unavailable", "reached this process only", 0]  # about the frame: at once
     assert result["errors"] == []
 
 
@@ -310,7 +353,7 @@ def test_sends_while_disconnected_wait_in_a_bounded_queue_and_go_out_on_reconnec
         return { payloads: frames.map((f) => f.payload), answers };
     """)
     assert result["payloads"] == [1, 2]
-    assert result["answers"] == [{"offsets": {}, "forbidden": []}] * 2 + ["queue_full"]
+    assert result["answers"] == [{"offsets": {}, "forbidden": [], "unavailable": []}] * 2 + ["queue_full"]
 
 
 def test_timeouts_and_lost_connections_reject_and_a_timed_out_queued_frame_is_never_sent(run):
@@ -383,6 +426,25 @@ def test_the_token_callback_is_called_before_every_connection_and_null_stops(run
     assert result["closed"] == [{"code": None, "reason": "the token callback gave no token", "refused": True}]
 
 
+def test_a_logout_forgets_the_position_for_whoever_logs_in_next(run):
+    """The session's identity is the cookie's: the next user of the tab must not resume this one's stream."""
+    result = run("""
+        sessionStorage.clear();
+        const first = make({ storage: sessionStorage });
+        first.client.open();
+        const socket = await first.next();
+        socket.accept();
+        socket.receive({ type: "message", from: null, offset: 3, epoch: "e1", payload: "for user 1" });
+        socket.serverClose(4401, "logged out");
+        const next = make({ storage: sessionStorage });
+        next.client.open();
+        const since = (await next.next()).query.since;
+        next.client.close();
+        return { since, position: first.client.position };
+    """)
+    assert result == {"since": "", "position": None}
+
+
 @pytest.mark.parametrize("code", [1008, 4401])
 def test_no_reconnect_after_1008_or_a_logout(run, code):
     result = run(f"""
@@ -417,6 +479,23 @@ def test_closed_before_open_twice_with_a_server_that_answers_http_is_a_refusal(r
     assert result["error"] == ["refused", "the server refused the handshake"]
     assert result["closed"] == [{"code": 1006, "reason": "the server refused the handshake", "refused": True}]
     assert result["reconnecting"] == 1
+
+
+def test_a_relay_of_another_origin_whose_answer_cannot_be_read_is_not_a_refusal(run):
+    """Cross-origin, the probe's answer is opaque: a proxy's 502 (the server down) looks like a 404."""
+    result = run("""
+        let probes = 0;
+        const fetch = async () => { probes += 1; return { type: "opaque", status: 0 }; };
+        const { client, next, of } = make({ id: "a", backoffMin: 1, fetch, url: "ws://relay.other.test/ws" });
+        client.open();
+        for (let i = 0; i < 4; i++) (await next()).refuse();
+        (await next()).accept();
+        const state = client.state;
+        client.close();
+        return { probes, state, refused: of("closed").filter((c) => c.refused).length };
+    """)
+    assert result["probes"] == 3, "probed after each close before open from the second on"
+    assert (result["state"], result["refused"]) == ("open", 0)
 
 
 def test_closed_before_open_while_the_server_is_unreachable_or_going_away_keeps_reconnecting(run):

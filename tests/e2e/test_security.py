@@ -39,7 +39,6 @@ from .conftest import (
 TOKEN_SECRET = "e2e-security-relay-token-secret-shared-with-backends-0123456789abcdef"
 WRONG_SECRET = "e2e-security-some-other-secret-nobody-shares-with-relay-0123456789ab"
 PRODUCTION_SECRET_KEY = "e2e-production-secret-key-" + "k" * 40
-LIMIT_128_KIB = ("--websocket-max-message-size", "131072", "--websocket-max-frame-size", "131072")
 
 
 # --- tokens ----------------------------------------------------------------------------
@@ -207,9 +206,9 @@ def production_server(tmp_path_factory, database_url, redis_url):
 
 @pytest.fixture(scope="module")
 def limits_server(start_server) -> Server:
-    """Bursts of 10 frames (10/m), 1008 after 5 refused in a row; daphne's 128 KiB frame limit."""
+    """Bursts of 10 frames (10/m), 1008 after 5 refused in a row; the server's 128 KiB frame limit."""
     return start_server(
-        name="limits", env={"DJANGO_SETTINGS_MODULE": "tests.e2e.rate_limit_settings"}, daphne_args=LIMIT_128_KIB
+        name="limits", env={"DJANGO_SETTINGS_MODULE": "tests.e2e.rate_limit_settings"}, max_frame_bytes=128 * 1024
     )
 
 
@@ -469,7 +468,7 @@ async def test_bad_token_is_refused_with_debug_off(production_server, uid):
 # --- rate limit -----------------------------------------------------------------------------
 
 
-@pytest.mark.daphne_internals
+@pytest.mark.server_internals
 async def test_rate_limit_counts_exactly(limits_server, connect, uid):
     """30 frames at once: the first 10 (the burst) arrive, 5 ``rate_limited``, then 1008."""
     sender = await connect(limits_server, uid("flooder"))
@@ -578,7 +577,7 @@ def declare_huge_frame(port: int, client_id: str, declared: int, sent: int) -> t
         return received, time.monotonic() - started
 
 
-@pytest.mark.daphne_internals
+@pytest.mark.server_internals
 async def test_frame_declaring_100_mb_is_refused_without_buffering(limits_server, connect, uid):
     client_id = uid("huge")
     first, second = await connect(limits_server, uid("first")), await connect(limits_server, uid("second"))
@@ -777,6 +776,101 @@ async def test_logging_out_closes_the_sockets_of_that_session_in_every_process(
     assert [event["code"] for event in disconnects] == ["4401"]
     # And the session is gone: it opens nothing any more.
     await assert_refused(tokens_server, "no_identity", headers={"Cookie": f"sessionid={leaving}"})
+
+
+# The end of a session in the ways Django sends no user_logged_out for: a password change
+# (update_session_auth_hash cycles the session's key), another user's login on that browser.
+
+STAFF_USERS_SCRIPT = """
+import json
+from django.contrib.auth import get_user_model
+create = get_user_model().objects.create_user
+print(json.dumps([create(name, password={password!r}, is_staff=True).pk for name in {usernames!r}]))
+"""
+OLD_PASSWORD, NEW_PASSWORD = "e2e-an-old-Passphrase-4711", "e2e-a-new-Passphrase-0815"
+
+
+def submit_admin_form(server: Server, path: str, session_id: str | None, fields: dict, csrf_from: str = "") -> tuple:
+    """What a browser does with an admin form: GET a page (for the CSRF cookie), then POST the form.
+
+    Returns the status and the session cookie the answer set (None if it set none).
+    """
+    import http.client
+    from http.cookies import SimpleCookie
+    from urllib.parse import urlencode
+
+    session = f"sessionid={session_id}" if session_id else ""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", csrf_from or path, headers={"Cookie": session} if session else {})
+        page = connection.getresponse()
+        page.read()
+        csrf = SimpleCookie(page.getheader("Set-Cookie"))["csrftoken"].value
+        cookies = "; ".join(filter(None, [session, f"csrftoken={csrf}"]))
+        body = urlencode({**fields, "csrfmiddlewaretoken": csrf})
+        headers = {"Cookie": cookies, "Content-Type": "application/x-www-form-urlencoded"}
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        set_cookies = SimpleCookie()
+        for header in response.msg.get_all("Set-Cookie") or []:
+            set_cookies.load(header)
+        return response.status, set_cookies["sessionid"].value if "sessionid" in set_cookies else None
+    finally:
+        connection.close()
+
+
+def log_in_over_http(server: Server, username: str, password: str, session_id: str | None = None) -> str:
+    """The admin's login form, from a browser holding ``session_id`` (or none): the new session's key."""
+    fields = {"username": username, "password": password, "next": "/admin/"}
+    status, new_session = submit_admin_form(
+        server, "/admin/login/", session_id, fields, csrf_from="/admin/" if session_id else ""
+    )
+    assert status == 302 and new_session, (status, new_session)
+    return new_session
+
+
+async def test_a_password_change_and_another_users_login_close_the_sockets_of_the_sessions_they_ended(
+    tokens_server, second_server, open_client
+):
+    """The findings: after a password change (the session key cycled) the logout's 4401 went to the new key
+    only, and a login of another user on the same browser flushed the first user's session silently."""
+    names = [f"e2e-{who}-{uuid.uuid4().hex[:8]}" for who in ("alice", "bob")]
+    script = STAFF_USERS_SCRIPT.format(password=OLD_PASSWORD, usernames=names)
+    alice, bob = json.loads(manage_output(tokens_server, "shell", "-v", "0", "-c", script).strip().splitlines()[-1])
+    old_key = await asyncio.to_thread(log_in_over_http, tokens_server, names[0], OLD_PASSWORD)
+    here = await open_client(tokens_server, str(alice), headers={"Cookie": f"sessionid={old_key}"})
+    there = await open_client(second_server, str(alice), headers={"Cookie": f"sessionid={old_key}"})
+    by_token = await open_client(
+        tokens_server, str(alice), f"token={mint({'sub': str(alice), 'exp': expires_in(600)})}"
+    )
+    await second_server.wait_for_events("connect", client=str(alice))
+
+    change = {"old_password": OLD_PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    status, new_key = await asyncio.to_thread(
+        submit_admin_form, tokens_server, "/admin/password_change/", old_key, change
+    )
+
+    assert status == 302 and new_key not in (None, old_key), (status, new_key)
+    assert await closed_with(here) == 4401  # the session they were opened with is gone
+    assert await closed_with(there) == 4401  # in the other process too
+    await assert_all_silent([by_token], 0.3)
+    # The browser is still logged in, under the new key: its sockets close when it logs out.
+    again = await open_client(second_server, str(alice), headers={"Cookie": f"sessionid={new_key}"})
+    await assert_all_silent([again], 0.3)
+    assert await asyncio.to_thread(log_out_over_http, tokens_server, new_key) == 200
+    assert await closed_with(again) == 4401
+
+    # Alice logs in again; then Bob logs in on her browser, which flushes her session.
+    alices_key = await asyncio.to_thread(log_in_over_http, tokens_server, names[0], NEW_PASSWORD)
+    alices_tab = await open_client(second_server, str(alice), headers={"Cookie": f"sessionid={alices_key}"})
+    await second_server.wait_for_events("connect", 3, client=str(alice))
+    bobs_key = await asyncio.to_thread(log_in_over_http, tokens_server, names[1], OLD_PASSWORD, alices_key)
+
+    assert await closed_with(alices_tab) == 4401
+    bobs_tab = await open_client(second_server, str(bob), headers={"Cookie": f"sessionid={bobs_key}"})
+    await by_token.send_json({"targets": [str(bob)], "payload": "to bob"})  # Alice's token socket stayed open
+    assert await bobs_tab.recv_json() == "to bob"
 
 
 # Rotating the token secret without cutting every client.

@@ -2,6 +2,7 @@
 
 import logging
 import re
+from unittest import mock
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -13,7 +14,6 @@ from prometheus_client import REGISTRY
 from relay.checks import check_settings
 from relay.conf import conf
 from relay.exceptions import Refused
-from relay.identity.auth import ClientIdentityMiddleware
 from relay.identity.backends import (
     Identity,
     IdentityBackend,
@@ -24,6 +24,7 @@ from relay.identity.backends import (
 )
 from relay.identity.handshake import header, query_params
 from relay.identity.tokens import issue
+from relay.server import application
 from tests.identity.test_identity import assert_identity, bearer, session_db
 
 V1 = ["relay.v1"]
@@ -131,17 +132,19 @@ def refusals_counted(reason: str) -> float:
 
 
 async def scope_seen_by_the_consumer(path: str, headers=None) -> tuple[bool, dict]:
-    """Handshake through ClientIdentityMiddleware with an inner app that records its scope and accepts."""
+    """Handshake through the relay's application, with a consumer that records its scope and accepts."""
     seen: dict = {}
 
-    async def inner(scope, receive, send):
-        seen.update(scope)
-        while (await receive())["type"] != "websocket.disconnect":
-            await send({"type": "websocket.accept"})
+    class RecordingConsumer:
+        async def __call__(self, scope, receive, send):
+            seen.update(scope)
+            while (await receive())["type"] != "websocket.disconnect":
+                await send({"type": "websocket.accept"})
 
-    communicator = WebsocketCommunicator(ClientIdentityMiddleware(inner), path, headers=headers)
-    accepted, _ = await communicator.connect()
-    await communicator.disconnect()
+    with mock.patch.object(application, "RelayConsumer", RecordingConsumer):
+        communicator = WebsocketCommunicator(application.RelayWebSocketApplication(), path, headers=headers)
+        accepted, _ = await communicator.connect()
+        await communicator.disconnect()
     return accepted, seen
 
 

@@ -4,11 +4,14 @@ import asyncio
 import types
 from collections import deque
 
+import msgpack
 import pytest
 
 from relay.redis import bus as bus_module
 from relay.redis import messages
-from relay.redis.keys import bus_channel
+from relay.redis.groups import LayerGroups
+from relay.redis.keys import bus_channel, sessions_channel
+from relay.redis.messages import LayerEvent
 from relay.redis.resp import encode_command
 
 
@@ -53,18 +56,24 @@ class ScriptedLink:
         pass
 
 
+#: The channel of the orders about Django sessions (logouts), which every process listens to.
+SESSIONS = b"relay:sessions"
+
+
 @pytest.fixture
 async def bus(monkeypatch):
     monkeypatch.setattr(bus_module, "RedisLink", ScriptedLink)
     monkeypatch.setattr(bus_module, "SUBSCRIBE_WAIT", 0.2)
     relay_bus = bus_module.RedisBus("redis://unused", "relay", "node", commands=None, receive=None)
     relay_bus._subscriber.come_up()
+    assert relay_bus._subscriber.writes == [subscribe(SESSIONS)]  # with no id held yet
+    relay_bus._subscriber.writes.clear()
     yield relay_bus
     relay_bus.close()
 
 
-def subscribe(channel: bytes) -> bytes:
-    return encode_command(b"SUBSCRIBE", channel)
+def subscribe(*channels: bytes) -> bytes:
+    return encode_command(b"SUBSCRIBE", *channels)
 
 
 def confirm(link: ScriptedLink, channel: bytes) -> None:
@@ -119,7 +128,7 @@ async def test_a_link_lost_while_a_subscribe_is_pending_leaves_nothing_stale(bus
     await asyncio.wait_for(first, 1)  # not left waiting for a reply that cannot come
     bus.unsubscribe("x")
     link.come_up()
-    assert link.writes == [subscribe(b"relay:bus:x")]  # x left: not resubscribed
+    assert link.writes == [subscribe(b"relay:bus:x"), subscribe(SESSIONS)]  # x left: not resubscribed
     again = asyncio.ensure_future(bus.subscribe("x", first=True))
     await asyncio.sleep(0.01)
     assert link.writes[-1] == subscribe(b"relay:bus:x")  # a fresh SUBSCRIBE, not a stale wait
@@ -136,7 +145,7 @@ async def test_the_first_handshakes_after_a_start_wait_for_the_link(bus):
     assert link.writes == [] and not joining.done()
     link.come_up()  # resubscribes every id, x included, and x then sends its own
     await asyncio.sleep(0.01)
-    assert link.writes == [subscribe(b"relay:bus:x"), subscribe(b"relay:bus:x")]
+    assert link.writes == [subscribe(SESSIONS, b"relay:bus:x"), subscribe(b"relay:bus:x")]
     confirm(link, b"relay:bus:x")
     confirm(link, b"relay:bus:x")
     await asyncio.wait_for(joining, 1)
@@ -277,6 +286,20 @@ async def test_frames_of_this_node_are_skipped_and_the_others_received_in_order(
     ]
 
 
+async def test_the_sessions_channel_is_always_subscribed_and_its_orders_concern_no_one_id(make_bus):
+    """A logout concerns connections of any client id (relay.logout): every process listens to it."""
+    received, receive = recorder()
+    link = make_bus(receive)._subscriber
+    assert link.writes == [subscribe(sessions_channel(PREFIX).encode())]  # before any id is held
+    ended = messages.SessionsEnded(4401, "logged out", ("session-1",), "42")
+    link.on_reply([b"message", sessions_channel(PREFIX).encode(), messages.encode_sessions_ended(ended)])
+    await until(lambda: received)
+    assert received == [("", ended)]
+    link.go_down()
+    link.come_up()
+    assert link.writes[-1] == subscribe(sessions_channel(PREFIX).encode())  # again after a reconnection
+
+
 async def test_frames_arriving_during_a_slow_delivery_wait_their_turn(make_bus):
     started, finished = [], []
     slow = asyncio.Event()
@@ -335,6 +358,7 @@ async def test_the_keep_alive_pings_and_drops_a_link_whose_redis_does_not_answer
     clock = ManualSleep()
     monkeypatch.setattr(bus_module, "asyncio", clock)
     link = make_bus()._subscriber
+    link.writes.clear()  # the SUBSCRIBE of the sessions channel
     await clock.tick()
     assert link.writes == [ping]
     link.on_reply([b"pong", b""])  # the answer while subscribed
@@ -350,7 +374,8 @@ async def test_the_keep_alive_pings_and_drops_a_link_whose_redis_does_not_answer
     assert link.writes == [ping] * 3  # no PING while the link is down
     link.come_up()
     await clock.tick()
-    assert link.writes == [ping] * 4 and len(link.aborts) == 1  # a fresh PING, not a stale wait
+    resubscribed = subscribe(sessions_channel(PREFIX).encode())
+    assert link.writes == [ping] * 3 + [resubscribed, ping] and len(link.aborts) == 1  # a fresh PING, not a stale wait
 
 
 async def test_problem_reports_each_failure(make_bus):
@@ -367,3 +392,69 @@ async def test_problem_reports_each_failure(make_bus):
     relay_bus._tasks[0].cancel()  # the dispatcher
     await asyncio.sleep(0)
     assert relay_bus.problem() == "a background task stopped"
+
+
+# Channel-layer groups carried on the bus (relay.redis.groups).
+
+
+@pytest.fixture
+async def grouped_bus(monkeypatch):
+    """A bus carrying the groups of a layer whose prefix is ``asgi``, and what it hands on."""
+    monkeypatch.setattr(bus_module, "RedisLink", ScriptedLink)
+    monkeypatch.setattr(bus_module, "SUBSCRIBE_WAIT", 0.2)
+    received = []
+
+    async def receive(client_id, message):
+        received.append((client_id, message))
+
+    groups = LayerGroups("asgi", msgpack.unpackb)
+    relay_bus = bus_module.RedisBus("redis://unused", "relay", "node", commands=None, receive=receive, groups=groups)
+    relay_bus._subscriber.come_up()
+    relay_bus._subscriber.writes.clear()
+    yield relay_bus, received
+    relay_bus.close()
+
+
+async def test_an_ids_group_channel_is_subscribed_with_its_bus_channel_and_waited_for(grouped_bus):
+    bus, _ = grouped_bus
+    link = bus._subscriber
+    joining = asyncio.ensure_future(bus.subscribe("x", first=True))
+    await asyncio.sleep(0.01)
+    assert link.writes == [subscribe(b"relay:bus:x", b"asgi__group__relay.x")]
+    confirm(link, b"relay:bus:x")
+    await asyncio.sleep(0.01)
+    assert not joining.done()  # a push sent once the handshake is seen must reach it: wait for both
+    confirm(link, b"asgi__group__relay.x")
+    await asyncio.wait_for(joining, 1)
+    bus.unsubscribe("x")
+    await asyncio.sleep(0)  # written with the others of the loop's turn
+    assert link.writes[-1] == encode_command(b"UNSUBSCRIBE", b"relay:bus:x", b"asgi__group__relay.x")
+    link.go_down()
+    link.come_up()
+    assert link.writes[-1] == subscribe(SESSIONS)  # x left: neither of its channels again
+
+
+async def test_a_group_message_is_the_layers_event_for_that_id_and_garbage_is_ignored(grouped_bus, caplog):
+    bus, received = grouped_bus
+    link = bus._subscriber
+    event = {"type": "relay.deliver", "payload": [1, "two"], "from": None}
+    link.on_reply([b"message", b"asgi__group__relay.x", msgpack.packb(event)])
+    link.on_reply([b"message", b"asgi__group__relay.x", b"\xc1 not msgpack"])
+    link.on_reply([b"message", b"asgi__group__other.x", msgpack.packb(event)])  # not a relay group
+    await asyncio.sleep(0.01)
+    assert received == [("x", LayerEvent(event))]
+    assert len([r for r in caplog.records if "event=bus_frame_ignored" in r.getMessage()]) == 2
+
+
+async def test_the_subscriptions_of_a_burst_of_handshakes_are_one_write(bus):
+    link = bus._subscriber
+    joining = [asyncio.ensure_future(bus.subscribe(name, first=True)) for name in ("a", "b", "c")]
+    bus.unsubscribe("old")
+    await asyncio.sleep(0.01)
+    assert link.writes == [
+        encode_command(b"UNSUBSCRIBE", b"relay:bus:old")  # called first: the tasks run after
+        + subscribe(b"relay:bus:a") + subscribe(b"relay:bus:b") + subscribe(b"relay:bus:c")
+    ]  # fmt: skip
+    for name in (b"a", b"b", b"c"):
+        confirm(link, b"relay:bus:" + name)
+    await asyncio.wait_for(asyncio.gather(*joining), 1)

@@ -3,7 +3,7 @@
 import pytest
 
 from relay.redis import messages
-from relay.redis.messages import Disconnect
+from relay.redis.messages import Disconnect, SessionsEnded
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,24 @@ def test_a_session_disconnect_is_a_kind_of_its_own():
 def test_a_session_key_the_format_cannot_carry_is_refused(session_key):
     with pytest.raises(ValueError, match="not a session key"):
         messages.encode_disconnect(4401, "", session_key)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        SessionsEnded(4401, "logged out", ("abcdefghijklmnopqrstuvwxyz012345",), "42"),
+        SessionsEnded(4401, "logged out", ("old", "new"), None),
+        SessionsEnded(4401, "", (), "a user's key\nmay be any text"),
+    ],
+)
+def test_sessions_ended_round_trip(message):
+    """The end of Django sessions, for every process: whatever the session keys and the user's key hold."""
+    assert messages.decode(messages.encode_sessions_ended(message)) == message
+
+
+@pytest.mark.parametrize(
+    "data", [b"e\n[]", b"e\n{}", b'e\n{"code": "4401", "reason": "", "sessions": [], "user": null}']
+)
+def test_a_sessions_ended_order_that_is_not_one_is_a_value_error(data):
+    with pytest.raises(ValueError):
+        messages.decode(data)

@@ -460,7 +460,9 @@ async def test_an_auth_refusal_makes_the_link_down_with_the_reason_logged_once(
     assert redis_server.commands[0] == [b"AUTH", b"alice", b"right"]
     password["value"] = "right"  # the ACL is fixed: the link comes up by itself
     await asyncio.wait_for(link.up.wait(), 2)
-    assert link.problem is None and len(messages(caplog, "connected again")) == 1
+    assert link.problem is None
+    await until(lambda: messages(caplog, "connected again"))  # once it has stayed up a moment
+    assert len(messages(caplog, "connected again")) == 1
 
 
 @pytest.mark.parametrize(
@@ -494,6 +496,28 @@ async def test_a_command_answered_readonly_or_noperm_drops_the_link_with_the_rea
         assert (
             len(messages(caplog, "READONLY You can't write against a read only replica.; dropping the connection")) == 1
         )
+    finally:
+        command_pipe.close()
+
+
+async def test_a_permission_refused_after_each_connect_is_logged_once_not_once_per_cycle(
+    redis_server, caplog, monkeypatch
+):
+    """A user without +@scripting: every connection is set up, then its first script refused, again and again."""
+    monkeypatch.setattr(resp, "RECONNECT_DELAYS", (0.01,))
+    monkeypatch.setattr(resp, "STABLE_AFTER", 0.3)
+    redis_server.answer = lambda c: (
+        b"-NOPERM User noscript has no permissions to run the 'script|load' command\r\n"
+        if c[0] == b"SCRIPT"
+        else default_answer(c)
+    )
+    command_pipe = CommandPipe(server_of(redis_server.url))
+    command_pipe.link.on_up(lambda: command_pipe.send(encode_command(b"SCRIPT", b"LOAD", b"return 1"), lambda r: None))
+    try:
+        await until(lambda: redis_server.connections >= 4, timeout=5)
+        assert len(messages(caplog, "NOPERM")) == 1
+        assert messages(caplog, "connected again") == []
+        await until(lambda: "NOPERM" in (command_pipe.link.problem or ""))
     finally:
         command_pipe.close()
 
@@ -534,6 +558,7 @@ async def test_a_link_keeps_trying_until_redis_listens(fake_redis, open_link, mo
     server = await fake_redis(sock)  # Redis starts listening on that port
     await asyncio.wait_for(link.up.wait(), 2)
     assert ups == [True] and server.connections == 1
+    await until(lambda: messages(caplog, "connected again"))
     assert len(messages(caplog, "connected again")) == 1
 
 
@@ -671,3 +696,22 @@ async def test_a_reply_callback_that_raises_does_not_stop_the_pipe(redis_server)
     finally:
         command_pipe.close()
         await asyncio.sleep(0.01)
+
+
+async def test_after_a_failed_attempt_another_sentinel_is_asked_first(fake_redis):
+    """One sentinel with a stale view (it names a replica) must not be the only one ever asked."""
+    stale, right = await fake_redis(), await fake_redis()
+
+    def names(port: int):
+        def answer(command):
+            if command[:2] == [b"SENTINEL", b"get-master-addr-by-name"]:
+                return b"*2\r\n$9\r\n127.0.0.1\r\n" + bulk(str(port))
+            return default_answer(command)
+
+        return answer
+
+    stale.answer, right.answer = names(1111), names(2222)
+    server = server_of(f"redis+sentinel://127.0.0.1:{stale.port},127.0.0.1:{right.port}/mymaster")
+    assert await resp.ask_sentinels(server) == ("127.0.0.1", 1111)
+    assert await resp.ask_sentinels(server, turn=1) == ("127.0.0.1", 2222)
+    assert await resp.ask_sentinels(server, turn=2) == ("127.0.0.1", 1111)

@@ -78,10 +78,17 @@ def store(redis_url):
     client.close()
 
 
-def read(client: redis.Redis, prefix: str, client_id: str) -> Stream:
+def read(client: redis.Redis, prefix: str, client_id: str, since: Position | None = None, size: int = 5) -> Stream:
+    """The read script's answer to a client resuming after ``since``, with ``size`` entries kept."""
     script = client.register_script(streams.READ_SCRIPT)
     keys = [stream_key(prefix, client_id), history_key(prefix, client_id)]
-    return streams.parse_stream(script(keys=keys, args=[3600, streams.new_epoch(), ""]), streams.now())
+    args = streams.read_arguments(Settings(size=size, ttl=300, stream_ttl=3600), since)
+    return streams.parse_stream(script(keys=keys, args=args), streams.now())
+
+
+def stored(client: redis.Redis, prefix: str, client_id: str) -> list[Entry]:
+    """Every entry the history list holds, oldest first."""
+    return [streams.parse_entry(raw) for raw in client.lrange(history_key(prefix, client_id), 0, -1)]
 
 
 def test_appends_count_up_in_one_epoch_and_publish_what_they_store(store):
@@ -95,12 +102,10 @@ def test_appends_count_up_in_one_epoch_and_publish_what_they_store(store):
     published = [pubsub.get_message(timeout=1)["data"] for _ in range(3)]
     assert published == [f'h\n{positions[0].epoch}\n{n + 1}\n\n{{"n":{n}}}' for n in range(3)]
     pubsub.close()
-    kept = read(client, prefix, "bob")
-    assert kept.position == positions[-1]
-    assert [(e.offset, e.sender, e.payload_json) for e in kept.entries] == [
-        (n + 1, None, f'{{"n":{n}}}') for n in range(3)
-    ]
-    assert all(abs(e.time - time.time()) < 5 for e in kept.entries)
+    assert read(client, prefix, "bob").position == positions[-1]
+    kept = stored(client, prefix, "bob")
+    assert [(e.offset, e.sender, e.payload_json) for e in kept] == [(n + 1, None, f'{{"n":{n}}}') for n in range(3)]
+    assert all(abs(e.time - time.time()) < 5 for e in kept)
 
 
 def test_the_list_is_trimmed_to_size_once_it_holds_a_quarter_more_and_both_keys_expire(store):
@@ -108,28 +113,70 @@ def test_the_list_is_trimmed_to_size_once_it_holds_a_quarter_more_and_both_keys_
     size = Settings(size=8, ttl=300, stream_ttl=3600)
     for n in range(10):
         streams.append_pushes(client, prefix, size, ["bob"], str(n))
-    assert [e.offset for e in read(client, prefix, "bob").entries] == list(range1(1, 10))  # 10 <= 8 + 2
+    assert [e.offset for e in stored(client, prefix, "bob")] == list(range1(1, 10))  # 10 <= 8 + 2
     streams.append_pushes(client, prefix, size, ["bob"], "10")
-    kept = read(client, prefix, "bob")
-    assert kept.position.offset == 11
-    assert [e.offset for e in kept.entries] == list(range1(4, 11))
-    assert 300 < client.ttl(history_key(prefix, "bob")) <= 600  # twice the TTL: each entry lives its TTL
-    assert 300 < client.ttl(stream_key(prefix, "bob")) <= 3600
+    assert read(client, prefix, "bob").position.offset == 11
+    assert [e.offset for e in stored(client, prefix, "bob")] == list(range1(4, 11))
+    assert 300 < client.ttl(history_key(prefix, "bob")) <= 450  # 1.5 TTL: each entry lives its TTL
+    assert 3000 < client.ttl(stream_key(prefix, "bob")) <= 3600  # read: its position is kept the stream TTL
 
 
 def range1(first: int, last: int) -> range:
     return range(first, last + 1)
 
 
-def test_expiry_is_pushed_back_at_most_every_half_ttl(store):
+def test_a_read_streams_expiry_is_pushed_back_at_most_every_half_ttl(store):
     client, prefix = store
     streams.append_pushes(client, prefix, SETTINGS, ["bob"], "1")
-    client.expire(history_key(prefix, "bob"), 50)  # as if time had passed since
+    read(client, prefix, "bob")  # a client of bob's read it: its position is kept
     streams.append_pushes(client, prefix, SETTINGS, ["bob"], "2")
-    assert client.ttl(history_key(prefix, "bob")) <= 50  # within TTL/2 of the last push-back: not again
-    client.hset(stream_key(prefix, "bob"), "r", streams.now() - 200)  # longer ago than TTL/2 = 150 s
+    client.expire(stream_key(prefix, "bob"), 50)  # as if time had passed since
     streams.append_pushes(client, prefix, SETTINGS, ["bob"], "3")
-    assert client.ttl(history_key(prefix, "bob")) > 500
+    assert client.ttl(stream_key(prefix, "bob")) <= 50  # within TTL/2 of the last push-back: not again
+    client.hset(stream_key(prefix, "bob"), "r", streams.now() - 200)  # longer ago than TTL/2 = 150 s
+    streams.append_pushes(client, prefix, SETTINGS, ["bob"], "4")
+    assert client.ttl(stream_key(prefix, "bob")) > 3000
+    assert 300 < client.ttl(history_key(prefix, "bob")) <= 450
+
+
+def test_a_stream_no_client_read_expires_with_its_entries(store):
+    """What a sender writes to ids nobody reads is gone from Redis with its entries, not a day later."""
+    client, prefix = store
+    streams.append_pushes(client, prefix, SETTINGS, ["nobody"], "1")
+    assert 300 < client.ttl(stream_key(prefix, "nobody")) <= 450
+    assert 300 < client.ttl(history_key(prefix, "nobody")) <= 450
+    client.hset(stream_key(prefix, "nobody"), "r", streams.now() - 200)
+    client.expire(stream_key(prefix, "nobody"), 50)
+    streams.append_pushes(client, prefix, SETTINGS, ["nobody"], "2")
+    assert 300 < client.ttl(stream_key(prefix, "nobody")) <= 450  # pushed back with its list, no further
+
+
+def test_a_list_made_again_between_push_backs_gets_an_expiry(store):
+    """A list evicted (or expired) alone starts again with an expiry, not without one until the next push-back."""
+    client, prefix = store
+    streams.append_pushes(client, prefix, SETTINGS, ["bob"], "1")
+    client.delete(history_key(prefix, "bob"))
+    streams.append_pushes(client, prefix, SETTINGS, ["bob"], "2")
+    assert 300 < client.ttl(history_key(prefix, "bob")) <= 450
+
+
+def append_written_at(client: redis.Redis, prefix: str, client_id: str, payload: str, written: int) -> None:
+    """Append as a writer whose clock says ``written`` (entries are stamped with the writer's time)."""
+    keys, args = streams.append_arguments(SETTINGS, [(client_id, "alice", payload)], prefix)
+    args[3] = written
+    client.register_script(streams.APPEND_SCRIPT)(keys=keys, args=args)
+
+
+def test_an_append_drops_the_entries_older_than_the_ttl(store):
+    """So that no entry stays in Redis long past its TTL, however often its list is written."""
+    client, prefix = store
+    now = streams.now()
+    for payload, written in (("old", now - 400), ("older than ttl", now - 301), ("young", now - 100)):
+        append_written_at(client, prefix, "bob", payload, written)
+    assert [e.payload_json for e in stored(client, prefix, "bob")] == ["old", "older than ttl", "young"]
+    streams.append_pushes(client, prefix, SETTINGS, ["bob"], "now")
+    assert [e.payload_json for e in stored(client, prefix, "bob")] == ["young", "now"]
+    assert int(client.hget(stream_key(prefix, "bob"), "a")) == now - 100  # the oldest entry left
 
 
 def test_one_push_to_several_ids_gets_a_position_in_each(store):
@@ -138,6 +185,20 @@ def test_one_push_to_several_ids_gets_a_position_in_each(store):
     positions = streams.append_pushes(client, prefix, SETTINGS, ["a", "b"], "2")
     assert (positions["a"].offset, positions["b"].offset) == (2, 1)
     assert positions["a"].epoch != "" and positions["b"].epoch != ""
+
+
+def test_streams_started_together_have_epochs_of_their_own(store):
+    """A position in one id's stream must never pass for one in another's (a new user in the same tab)."""
+    client, prefix = store
+    for _ in range(3):
+        positions = streams.append_pushes(client, prefix, SETTINGS, ["alice", "bob"], "1")
+    assert positions["alice"].offset == positions["bob"].offset == 3
+    assert positions["alice"].epoch != positions["bob"].epoch
+    streams.append_pushes(client, prefix, SETTINGS, ["bob"], "2")
+    from_alice = read(client, prefix, "bob", positions["alice"])
+    assert recover(positions["alice"], from_alice, SETTINGS) == Recovery(False, reason="epoch_changed")
+    read_together = [read(client, prefix, name).position.epoch for name in ("carol", "dave")]
+    assert read_together[0] != read_together[1]
 
 
 def test_reading_a_stream_that_does_not_exist_starts_it(store):
@@ -155,7 +216,50 @@ def test_a_lost_stream_starts_again_in_a_new_epoch(store):
     client.delete(stream_key(prefix, "bob"), history_key(prefix, "bob"))  # as FLUSHALL or a restart would
     after = streams.append_pushes(client, prefix, SETTINGS, ["bob"], "2")["bob"]
     assert after.offset == 1 and after.epoch != before.epoch
-    assert recover(before, read(client, prefix, "bob"), SETTINGS.ttl) == Recovery(False, reason="epoch_changed")
+    assert recover(before, read(client, prefix, "bob", before), SETTINGS) == Recovery(False, reason="epoch_changed")
+
+
+def test_a_resume_reads_only_the_entries_after_its_offset(store):
+    """A resume's read costs Redis what it sends: the entries the client missed, not the whole list."""
+    client, prefix = store
+    for n in range(20):
+        last = streams.append_pushes(client, prefix, WIDE, ["bob"], f'"{n}"')["bob"]
+    for since, expected in ((15, range1(16, 20)), (19, [20]), (20, [])):
+        after = read(client, prefix, "bob", Position(last.epoch, since), size=WIDE.size)
+        assert [e.offset for e in after.entries] == list(expected)
+        assert recover(Position(last.epoch, since), after, WIDE) == Recovery(True, after.entries)
+
+
+@pytest.mark.parametrize("since", [None, Position("another-epoch", 3)], ids=["no-position", "another-epoch"])
+def test_a_client_without_a_position_or_of_another_epoch_reads_no_entry(store, since):
+    client, prefix = store
+    for n in range(5):
+        streams.append_pushes(client, prefix, SETTINGS, ["bob"], str(n))
+    answered = read(client, prefix, "bob", since)
+    assert (answered.position.offset, answered.entries) == (5, ())
+
+
+def test_more_missed_than_kept_reads_nothing_though_the_lazily_trimmed_list_holds_it(store):
+    client, prefix = store
+    size = Settings(size=8, ttl=300, stream_ttl=3600)
+    for n in range(10):
+        last = streams.append_pushes(client, prefix, size, ["bob"], str(n))["bob"]
+    assert len(stored(client, prefix, "bob")) == 10  # up to a quarter more than it keeps
+    too_far = read(client, prefix, "bob", Position(last.epoch, 1), size=8)  # 9 missed, 8 kept
+    assert too_far.entries == ()
+    assert recover(Position(last.epoch, 1), too_far, size) == Recovery(False, reason="too_old")
+    just_kept = read(client, prefix, "bob", Position(last.epoch, 2), size=8)
+    assert [e.offset for e in just_kept.entries] == list(range1(3, 10))
+    assert recover(Position(last.epoch, 2), just_kept, size) == Recovery(True, just_kept.entries)
+
+
+def test_an_entry_missing_from_the_list_is_too_old_not_a_partial_replay(store):
+    client, prefix = store
+    for n in range(6):
+        last = streams.append_pushes(client, prefix, WIDE, ["bob"], str(n))["bob"]
+    client.lpop(history_key(prefix, "bob"), 2)  # offsets 1 and 2 gone (expired, evicted): 3..6 remain
+    after_one = read(client, prefix, "bob", Position(last.epoch, 1), size=WIDE.size)
+    assert recover(Position(last.epoch, 1), after_one, WIDE) == Recovery(False, reason="too_old")
 
 
 def test_payloads_and_senders_survive_the_round_trip(store):
@@ -164,7 +268,7 @@ def test_payloads_and_senders_survive_the_round_trip(store):
     payload = '{"text":"line\\nbreak é 😀","n":[1,null]}'
     keys, args = streams.append_arguments(SETTINGS, [("bob", "alice", payload)], prefix)
     history(keys=keys, args=args)
-    (entry,) = read(client, prefix, "bob").entries
+    (entry,) = stored(client, prefix, "bob")
     assert (entry.sender, entry.payload_json) == ("alice", payload)
 
 
@@ -174,7 +278,7 @@ def test_one_script_call_stores_a_batch_in_order_even_for_one_id(store):
     keys, args = streams.append_arguments(SETTINGS, batch, prefix)
     replies = client.register_script(streams.APPEND_SCRIPT)(keys=keys, args=args)
     assert [streams.position_of(r).offset for r in replies] == [1, 1, 2]
-    assert [(e.sender, e.payload_json) for e in read(client, prefix, "a").entries] == [("s1", "1"), ("s2", "3")]
+    assert [(e.sender, e.payload_json) for e in stored(client, prefix, "a")] == [("s1", "1"), ("s2", "3")]
 
 
 def test_a_stream_written_under_another_master_starts_a_new_epoch(store):

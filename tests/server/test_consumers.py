@@ -108,6 +108,23 @@ async def test_connections_past_the_per_id_limit_are_refused(settings, caplog, c
         assert await communicator.receive_from() == '"still here"'
 
 
+async def test_a_handshake_while_draining_is_accepted_and_closed_with_1001(connect):
+    """Not refused (403): a refusal tells relay.js and relay.client to stop; 1001 to reconnect elsewhere."""
+    from relay.server.hub import get_hub
+
+    await connect("alice")  # the hub runs
+    hub = get_hub()
+    hub.draining = True
+    try:
+        late = WebsocketCommunicator(application, "/ws?id=bob", subprotocols=V1)
+        connected, subprotocol = await late.connect()
+        assert (connected, subprotocol) == (True, "relay.v1")
+        assert await late.receive_output() == {"type": "websocket.close", "code": 1001}
+    finally:
+        hub.draining = False
+    assert hub.connections_of("bob") == 0
+
+
 async def test_v1_delivery_is_an_envelope_with_the_sender(connect):
     alice = await connect("alice")
     bob = await connect("bob", V1)

@@ -7,13 +7,16 @@ import pytest
 from prometheus_client import REGISTRY
 
 from relay import protocol
+from relay.connections import Connection
 from relay.redis import streams
-from relay.redis.messages import Disconnect, Live, Stored
+from relay.redis.messages import Disconnect, Live, SessionsEnded, Stored
 from relay.redis.resp import LINK_LOST
-from relay.redis.servers import server_of
+from relay.redis.servers import server_of, shard_index
 from relay.redis.streams import Settings
 from relay.server import hub as hub_module
+from relay.server import sessions as sessions_module
 from relay.server.hub import Hub, get_hub, running_hub
+from relay.server.throttling import BucketsById
 
 V1 = protocol.SUBPROTOCOL_V1
 
@@ -21,13 +24,18 @@ V1 = protocol.SUBPROTOCOL_V1
 class FakeConnection:
     """Records what the hub sends it; ``events`` (shared) records the order of things."""
 
-    def __init__(self, client_id: str, subprotocol: str | None = None, events: list | None = None):
+    def __init__(
+        self, client_id: str, subprotocol: str | None = None, events: list | None = None, session_key=None, user=None
+    ):
         self.client_id = client_id
         self.subprotocol = subprotocol
+        self.session_key = session_key  # the Django session that proved the identity, if one did
+        self.info = Connection(client_id, "connection-id", user)
         self.events = events if events is not None else []
         self.delivered: list[tuple[str, streams.Position | None]] = []
         self.sent: list[str] = []  # send_text and post_text
         self.errors: list[tuple[str, object]] = []
+        self.error_targets: list[str] = []  # the targets errors named (``unavailable`` per target)
         self.closed: list[tuple[int, str]] = []
 
     async def deliver(self, text, position):
@@ -40,9 +48,11 @@ class FakeConnection:
     def post_text(self, text):
         self.sent.append(text)
 
-    def post_error(self, code, detail, ref=None):
-        assert detail
+    def post_error(self, code, detail, ref=None, target=None):
+        assert detail and (target is None or target in detail)
         self.errors.append((code, ref))
+        if target is not None:
+            self.error_targets.append(target)
 
     def on_relay_reply(self, reply):  # as the consumer's: failures of frames without an id
         if isinstance(reply, hiredis.ReplyError):
@@ -377,13 +387,47 @@ async def test_with_history_a_frame_is_appended_to_each_target_and_acked_with_th
     assert sender.sent == [protocol.encode_ack(9, {"alice": 4, "bob": 11})]
 
 
-async def test_with_history_a_failed_append_sends_unavailable_once(history_hub):
+async def test_with_history_every_failed_append_is_unavailable_naming_its_target_and_no_ack(history_hub):
     sender = FakeConnection("carol", V1)
     await history_hub.relay(sender, protocol.Frame(targets=("alice", "bob"), payload_json='"hi"', ref=9))
     for on_reply in history_hub._shards[0].history.on_replies:
         on_reply(LINK_LOST)
-    assert sender.errors == [(protocol.UNAVAILABLE, 9)]
-    assert sender.sent == []
+    assert sender.errors == [(protocol.UNAVAILABLE, 9)] * 2
+    assert sender.error_targets == ["alice", "bob"]
+    assert sender.sent == []  # no target has it: no ack
+
+
+async def test_with_history_a_partly_stored_frame_names_the_target_that_missed_it_then_acks_the_others(history_hub):
+    """A retry of the whole frame would deliver it twice to the targets that have it."""
+    sender = FakeConnection("carol", V1)
+    await history_hub.relay(sender, protocol.Frame(targets=("alice", "bob"), payload_json='"hi"', ref=9))
+    stored_alice, stored_bob = history_hub._shards[0].history.on_replies
+    stored_bob(LINK_LOST)
+    assert (sender.errors, sender.error_targets, sender.sent) == ([(protocol.UNAVAILABLE, 9)], ["bob"], [])
+    stored_alice([b"e1", 4])
+    assert sender.sent == [protocol.encode_ack(9, {"alice": 4})]
+
+
+def ids_on(shard: int, count: int) -> list[str]:
+    """``count`` client ids that hash to ``shard`` of two."""
+    return [f"id-{n}" for n in range(100) if shard_index(f"id-{n}", 2, "asgi") == shard][:count]
+
+
+async def test_with_two_shards_the_targets_on_the_one_down_are_unavailable_and_the_others_acked(events):
+    hub = Hub((), "prefix")
+    up, down = FakeShard(events, FakeHistory()), FakeShard(events, FakeHistory())
+    hub._shards, hub.history = (up, down), Settings(100, 300, 86400)
+    down.commands.connected = False
+    (x,), (y1, y2) = ids_on(0, 1), ids_on(1, 2)
+    sender = FakeConnection("carol", V1)
+    await hub.relay(sender, protocol.Frame(targets=(y1, x, y2), payload_json='"hi"', ref=2))
+    assert (sender.errors, sender.error_targets) == ([(protocol.UNAVAILABLE, 2)] * 2, [y1, y2])
+    assert up.history.appended == [(x, "carol", '"hi"')] and down.history.appended == []
+    up.history.on_replies[0]([b"e1", 2])
+    assert sender.sent == [protocol.encode_ack(2, {x: 2})]
+    sender = FakeConnection("carol")  # no id: the per-message path names its target too
+    await hub.relay(sender, protocol.Frame(targets=(y1,), payload_json='"hi"'))
+    assert (sender.errors, sender.error_targets) == ([(protocol.UNAVAILABLE, None)], [y1])
 
 
 async def test_with_history_and_redis_away_a_frame_is_refused(history_hub):
@@ -392,8 +436,35 @@ async def test_with_history_and_redis_away_a_frame_is_refused(history_hub):
     history_hub._shards[0].commands.connected = False
     sender = FakeConnection("carol", V1)
     await history_hub.relay(sender, protocol.Frame(targets=("alice",), payload_json='"hi"', ref=9))
-    assert sender.errors == [(protocol.UNAVAILABLE, 9)]
+    assert (sender.errors, sender.error_targets) == ([(protocol.UNAVAILABLE, 9)], ["alice"])
     assert history_hub._shards[0].history.appended == [] and receiver.delivered == []
+    assert sender.sent == []
+
+
+# the history budget (RELAY_HISTORY_RATE)
+
+
+async def test_a_frame_over_its_senders_history_budget_is_refused_whole(history_hub):
+    cost = streams.stored_bytes("carol", '"hi"', 2)
+    history_hub._budgets = BucketsById(rate=1, burst=2 * cost)
+    sender, other_connection = FakeConnection("carol", V1), FakeConnection("carol", V1)
+    for connection, ref in ((sender, 1), (other_connection, 2), (sender, 3)):
+        await history_hub.relay(connection, protocol.Frame(targets=("alice", "bob"), payload_json='"hi"', ref=ref))
+    assert len(history_hub._shards[0].history.appended) == 4  # two frames: then the id's budget is spent
+    assert sender.errors == [(protocol.HISTORY_LIMITED, 3)] and other_connection.errors == []
+    await history_hub.relay(FakeConnection("dave", V1), protocol.Frame(("alice",), '"hi"', 4))
+    assert len(history_hub._shards[0].history.appended) == 5  # every id its own budget
+
+
+async def test_a_frame_that_would_store_more_than_the_burst_says_so(history_hub):
+    history_hub._budgets = BucketsById(rate=1_000_000, burst=10_000)
+    sender = FakeConnection("carol", V1)
+    sent = []
+    sender.post_error = lambda code, detail, ref=None, target=None: sent.append((code, detail))
+    await history_hub.relay(sender, protocol.Frame(tuple(f"t{n}" for n in range(10)), '"hi"', 1))
+    ((code, detail),) = sent
+    assert code == protocol.HISTORY_LIMITED and "more than a client may store at once (10000)" in detail
+    assert history_hub._shards[0].history.appended == []
 
 
 # drain
@@ -492,6 +563,60 @@ async def test_a_session_disconnect_closes_only_that_sessions_connections(hub):
     assert other_browser.closed == by_token.closed == []
     assert await hub.disconnect("alice", 4401, "logged out", "session-3") == 0
     assert await hub.disconnect("alice", 4000, "") == 4  # without a session: every connection of the id
+
+
+class User:
+    def __init__(self, pk):
+        self.pk = pk
+
+
+async def test_the_end_of_sessions_closes_their_connections_whatever_their_id_and_checks_the_users_others(
+    hub, monkeypatch
+):
+    """The findings: a logout missed a socket whose session key had changed, and those of a site's own backend."""
+    checked = []
+
+    async def session_logs_in(session_key, user):  # what relay.identity.sessions reads from Django
+        checked.append((session_key, user))
+        return session_key == "still-valid"
+
+    monkeypatch.setattr(sessions_module, "session_logs_in", session_logs_in)
+    alice = User(7)
+    logging_out = FakeConnection("user-7", session_key="s-1", user=alice)  # a site's own backend's client id
+    cycled_away = FakeConnection("7", session_key="s-cycled", user=alice)  # gone with a password change, say
+    other_browser = FakeConnection("7", session_key="still-valid", user=alice)
+    someone_else = FakeConnection("8", session_key="s-8", user=User(8))
+    by_token = FakeConnection("7")
+    for connection in (logging_out, cycled_away, other_browser, someone_else, by_token):
+        await hub.join(connection, accept)
+
+    await hub.receive("", SessionsEnded(4401, "logged out", ("s-1",), "7"))  # as the bus hands it on
+    assert logging_out.closed == []  # not yet: in a task of its own, not holding up the bus's deliveries
+    await asyncio.wait_for(asyncio.gather(*hub._ending), 1)
+    assert logging_out.closed == cycled_away.closed == [(4401, "logged out")]
+    assert other_browser.closed == someone_else.closed == by_token.closed == []
+    assert sorted(checked) == [("s-cycled", "7"), ("still-valid", "7")]  # s-1 ended: nothing to ask
+    for connection in (logging_out, cycled_away):
+        hub.leave(connection)
+    checked.clear()
+    assert await hub.end_sessions(SessionsEnded(4401, "logged out", ("s-8",), None)) == 1  # a login over it
+    assert someone_else.closed == [(4401, "logged out")] and checked == []
+    assert await hub.end_sessions(SessionsEnded(4401, "logged out", ("s-1", "s-cycled"), None)) == 0  # they left
+
+
+async def test_a_session_that_cannot_be_checked_is_left_open_and_the_others_still_close(hub, monkeypatch, caplog):
+    async def session_logs_in(session_key, user):
+        raise ConnectionError("the database is away")
+
+    monkeypatch.setattr(sessions_module, "session_logs_in", session_logs_in)
+    logging_out = FakeConnection("7", session_key="s-1", user=User(7))
+    other = FakeConnection("7", session_key="s-2", user=User(7))
+    for connection in (logging_out, other):
+        await hub.join(connection, accept)
+    assert await hub.end_sessions(SessionsEnded(4401, "logged out", ("s-1",), "7")) == 1
+    assert (logging_out.closed, other.closed) == ([(4401, "logged out")], [])
+    failed = [r for r in caplog.records if r.getMessage() == "event=session_check_failed connections=1"]
+    assert len(failed) == 1 and failed[0].exc_info is not None
 
 
 async def test_connections_of_counts_an_id_from_the_start_of_its_handshake(hub):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from relay.server import throttling
-from relay.server.throttling import TokenBucket, bucket_for, parse_rate
+from relay.server.throttling import BucketsById, TokenBucket, bucket_for, parse_rate
 from tests.conftest import frame, send_text
 
 
@@ -102,6 +102,49 @@ def test_bucket_for_gives_each_connection_its_own_bucket(clock):
     first, second = bucket_for("1/s", None), bucket_for("1/s", None)
     assert first.allow() is True
     assert second.allow() is True
+
+
+# Bytes stored per client id (RELAY_HISTORY_RATE)
+
+
+def test_a_bucket_takes_a_cost_of_many_tokens(clock):
+    bucket = TokenBucket(rate=100, burst=1000)
+    assert [bucket.allow(400), bucket.allow(400), bucket.allow(400)] == [True, True, False]
+    assert bucket.wait(400) == 2.0  # 200 left, 200 more at 100 a second
+    assert bucket.allow(1001) is False  # more than the burst: never
+
+
+def test_what_an_id_stores_over_any_time_is_at_most_the_burst_and_the_rate(clock):
+    """The bound the README states: over t seconds, an id stores at most burst + rate * t bytes."""
+    budgets = BucketsById(rate=65536, burst=2 * 1024 * 1024)
+    stored, start = 0, clock[0]
+    for _ in range(10_000):  # a greedy sender: a 60 KiB frame to 20 targets every 10 ms
+        if budgets.bucket("greedy").allow(20 * (61440 + 1024)):
+            stored += 20 * (61440 + 1024)
+        clock[0] += 0.01
+    elapsed = clock[0] - start
+    assert 65536 * elapsed < stored <= 2 * 1024 * 1024 + 65536 * elapsed
+
+
+def test_an_ids_connections_share_its_budget_and_reconnecting_does_not_refill_it(clock):
+    budgets = BucketsById(rate=10, burst=100)
+    assert budgets.bucket("alice").allow(100)
+    assert budgets.bucket("alice") is budgets.bucket("alice")  # every connection of alice's
+    clock[0] += 5  # alice's connections close and open again: the bucket is the one it was
+    assert not budgets.bucket("alice").allow(51)
+    assert budgets.bucket("bob").allow(100)  # each id its own
+
+
+def test_buckets_are_forgotten_once_full_again(clock):
+    budgets = BucketsById(rate=10, burst=100)
+    budgets.bucket("alice").allow(100)
+    budgets.bucket("bob").allow(1)
+    clock[0] += 9.95  # bob is full, alice not yet; and a bucket takes 10 s to refill
+    budgets.bucket("carol")
+    assert len(budgets) == 3  # swept at most once per refill time
+    clock[0] += 0.1
+    budgets.bucket("dave")
+    assert len(budgets) == 1  # alice, bob and carol full again: forgotten; dave is new
 
 
 # In the consumer

@@ -38,6 +38,11 @@ def api_prefix() -> str | None:
         return None
 
 
+def under_api(path: str, prefix: str) -> bool:
+    """Whether ``path`` is the API's: under ``prefix`` (``/relay/api/``), or the prefix without its slash."""
+    return path.startswith(prefix) or path == prefix.rstrip("/")
+
+
 def request_headers(scope: Any) -> dict[bytes, bytes]:
     """The request's headers by lower-case name (the last of repeated ones)."""
     return {name.lower(): value for name, value in scope.get("headers", ())}
@@ -116,7 +121,7 @@ class ApiRequestGuard:
         headers = request_headers(scope) if scope["type"] == "http" else {}
         prefix = api_prefix() if has_body(headers) else None
         path = scope.get("path", "").removeprefix(scope.get("root_path", "").rstrip("/"))
-        if prefix is None or not path.startswith(prefix):
+        if prefix is None or not under_api(path, prefix):
             await self.inner(scope, receive, send)
             return
         limit = conf.RELAY_MAX_MESSAGE_BYTES

@@ -72,7 +72,7 @@ def unavailable(exc: Exception) -> JsonResponse:
 
 @csrf_exempt  # authenticated by a bearer key, never by cookies, so there is nothing to forge
 async def send(request: HttpRequest) -> JsonResponse:
-    """Push a payload to clients: 202 with how many targets were online."""
+    """Push a payload to clients: 202 with its offsets (and how many targets were online, for a presence key)."""
     if request.method != "POST":
         return method_not_allowed("POST")
     key = await authenticate(request)
@@ -119,7 +119,10 @@ async def send(request: HttpRequest) -> JsonResponse:
         online=len(sent.online),
         size=len(message.payload_json),
     )
-    answer = {"targets": len(targets), "online": len(sent.online), "offsets": sent.offsets}
+    answer: dict[str, object] = {"targets": len(targets)}
+    if key.can_read_presence:  # else a binary search over sends to 1..100 would tell who is online
+        answer["online"] = len(sent.online)
+    answer["offsets"] = sent.offsets
     return JsonResponse(answer, status=202)
 
 

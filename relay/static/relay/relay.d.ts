@@ -81,6 +81,8 @@ export interface Sent {
   offsets: Record<string, number>;
   /** One "forbidden" error per target the send policy refused (the others got the message). */
   forbidden: { code: "forbidden"; detail: string }[];
+  /** One "unavailable" error per target whose Redis could not take it (the others got it): send again to those. */
+  unavailable: { code: "unavailable"; detail: string; target: string }[];
 }
 
 export interface RelayEvents {
@@ -96,14 +98,18 @@ export interface RelayEvents {
 export type RelayState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
 export declare class RelayError extends Error {
-  constructor(code: string, detail: string, options?: { ref?: string | number | null; errors?: { code: string; detail: string }[] });
+  constructor(
+    code: string,
+    detail: string,
+    options?: { ref?: string | number | null; errors?: { code: string; detail: string; target?: string }[] },
+  );
   /** The relay's error code ("forbidden", "rate_limited", ...) or relay.js's own: "timeout",
    * "disconnected", "queue_full", "closed", "refused", "invalid_message". */
   readonly code: string;
   readonly detail: string;
   readonly ref: string | number | null;
-  /** For "forbidden" with every target refused: one error per target. */
-  readonly errors: { code: string; detail: string }[];
+  /** For a send no target got ("forbidden", "unavailable"): one error per target. */
+  readonly errors: { code: string; detail: string; target?: string }[];
 }
 
 export declare class RelayClient {

@@ -32,6 +32,7 @@ export const DEFAULTS = Object.freeze({
 });
 
 const CLIENT_ID = /^[A-Za-z0-9_.-]{1,64}$/;
+const LOGGED_OUT = 4401; // the relay closes a session's sockets with it when the user logs out
 const OPEN = 1; // WebSocket.OPEN, without needing the WebSocket class
 
 /** An error the relay answered (its code: "forbidden", "rate_limited", ...) or one of relay.js's own. */
@@ -75,6 +76,15 @@ function subjectOf(token) {
   } catch {
     return "token";
   }
+}
+
+/** The error of a send that no target got; `errors` has one per target. */
+function notSent(errors, ref) {
+  if (errors.every((error) => error.code === "forbidden")) {
+    return new RelayError("forbidden", "every target was forbidden", { ref, errors });
+  }
+  if (errors.length === 1) return new RelayError(errors[0].code, errors[0].detail, { ref, errors });
+  return new RelayError("unavailable", "no target got the message", { ref, errors });
 }
 
 function report(error) {
@@ -192,10 +202,12 @@ export class RelayClient {
   }
 
   /**
-   * Send `payload` to every connection of each target. Resolves with {offsets, forbidden} on
-   * the relay's ack (offsets: where it went in each target's stream; forbidden: the errors of
-   * targets the send policy refused), rejects with a RelayError on the frame's error, when
-   * every target is forbidden, on timeout, or when the connection is lost before the ack.
+   * Send `payload` to every connection of each target. Resolves with {offsets, forbidden,
+   * unavailable} on the relay's ack (offsets: where it went in each target's stream;
+   * forbidden: the errors of targets the send policy refused; unavailable: the errors of
+   * targets whose Redis could not take it, each naming its `target`: send it again to those
+   * only), rejects with a RelayError on the frame's error, when no target got it (errors: one
+   * per target), on timeout, or when the connection is lost before the ack.
    */
   send(targets, payload = null, { timeout } = {}) {
     const list = Array.isArray(targets) ? targets : [targets];
@@ -311,11 +323,12 @@ export class RelayClient {
   #closed(code, reason, opened) {
     this.#release(this.#ws);
     if (opened) {
+      if (code === LOGGED_OUT) this.#remember(null); // whoever logs in next in this tab is someone else
       if (this.#options.stopCodes.includes(code)) {
         this.#finish({ code, reason, refused: false });
         return;
       }
-      if (code === 1001) this.#goingAway = true; // a draining server refuses handshakes until it is gone
+      if (code === 1001) this.#goingAway = true; // a proxy may refuse handshakes until the server is back
       this.#scheduleReconnect(code, reason);
       return;
     }
@@ -325,7 +338,9 @@ export class RelayClient {
       return;
     }
     // A browser shows a refused handshake (403) and a server that is down alike: closed
-    // before open. One HTTP request tells them apart: any answer means the server is up.
+    // before open. One HTTP request tells them apart: a readable answer under 500 means
+    // the server is up (and refused); no answer, a 5xx from a proxy, or an answer it
+    // cannot read (another origin's, opaque) means it may be down: keep trying.
     const generation = this.#generation;
     this.#probe().then((answered) => {
       if (generation !== this.#generation || this.#stopped) return;
@@ -342,8 +357,8 @@ export class RelayClient {
     url.search = ""; // no token in anyone's logs
     try {
       const response = await fetch(url.toString(), { mode: "no-cors", cache: "no-store", credentials: "omit" });
-      // Same origin, the status is readable: 5xx is a gateway whose server is down.
-      return response.type === "opaque" || response.status < 500;
+      // Another origin's answer is opaque: a 502 from its proxy looks like any other.
+      return response.type !== "opaque" && response.status < 500;
     } catch {
       return false; // no answer at all: unreachable, keep trying
     }
@@ -485,7 +500,7 @@ export class RelayClient {
   #answer(frame, kind, value) {
     const entry = this.#pending.get(frame.ref);
     if (entry && entry.kind === kind) {
-      if (kind === "send") value.forbidden = entry.forbidden;
+      if (kind === "send") Object.assign(value, { forbidden: entry.forbidden, unavailable: entry.unavailable });
       this.#settle(entry, value, null);
     }
   }
@@ -497,11 +512,15 @@ export class RelayClient {
       this.#emit("error", { code, detail, ref });
       return;
     }
-    if (entry.kind === "send" && code === "forbidden") {
-      // One per refused target, then the ack for the others; with every target refused, no ack.
-      entry.forbidden.push({ code, detail });
-      if (entry.forbidden.length < entry.targets.size) return;
-      this.#settle(entry, null, new RelayError(code, "every target was forbidden", { ref, errors: entry.forbidden }));
+    const { target } = frame; // only on an error about one target of the frame
+    if (entry.kind === "send" && (code === "forbidden" || typeof target === "string")) {
+      // One per target the send policy refused or whose Redis is down, then the ack for the
+      // others; with no target left, no ack.
+      if (code === "forbidden") entry.forbidden.push({ code, detail });
+      else entry.unavailable.push({ code, detail, target });
+      const errors = [...entry.forbidden, ...entry.unavailable];
+      if (errors.length < entry.targets.size) return;
+      this.#settle(entry, null, notSent(errors, ref));
       return;
     }
     this.#settle(entry, null, new RelayError(code, detail, { ref }));
@@ -521,7 +540,7 @@ export class RelayClient {
         reject(new RelayError("invalid_message", `the payload is not JSON: ${error.message}`));
         return;
       }
-      Object.assign(entry, { resolve, reject, forbidden: [], sent: false });
+      Object.assign(entry, { resolve, reject, forbidden: [], unavailable: [], sent: false });
       const ms = timeout ?? this.#options.timeout;
       entry.timer = setTimeout(() => {
         const where = entry.sent ? "it may still have been relayed" : "it was never sent";

@@ -68,6 +68,24 @@ async def test_a_body_without_a_valid_key_is_401_before_a_byte_is_read(authoriza
     await communicator.wait(1)
 
 
+async def test_the_api_path_without_its_slash_is_guarded_too():
+    """The finding: ``POST /relay/api`` was outside the guard's prefix; Django read the body, then redirected."""
+    communicator = ApplicationCommunicator(application, http_scope("/relay/api", {"content-length": "100"}))
+    status, _, body = await response_of(communicator)  # no body message was sent: none was awaited
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    await communicator.wait(1)
+
+
+async def test_the_api_path_without_its_slash_is_a_json_404_with_a_key(key):
+    communicator = ApplicationCommunicator(
+        application, http_scope("/relay/api", {"content-length": "2", "authorization": f"Bearer {key}"})
+    )
+    await communicator.send_input({"type": "http.request", "body": b"{}", "more_body": False})
+    status, _, body = await response_of(communicator)  # JSON, not Django's redirect
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    await communicator.wait(1)
+
+
 async def test_a_chunked_body_is_read_only_up_to_the_limit(key):
     communicator = ApplicationCommunicator(
         application,
@@ -91,7 +109,7 @@ async def test_a_body_within_the_limit_reaches_the_view_with_the_key(key, connec
     await communicator.send_input({"type": "http.request", "body": payload[:10], "more_body": True})
     await communicator.send_input({"type": "http.request", "body": payload[10:], "more_body": False})
     status, _, body = await response_of(communicator)
-    assert (status, body) == (202, {"targets": 1, "online": 1, "offsets": {}})
+    assert (status, body) == (202, {"targets": 1, "offsets": {}})  # a send-only key: not who was online
     assert await alice.receive_from() == '"through the guard"'
 
 

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
 
 from relay import protocol
@@ -337,6 +338,17 @@ def test_a_key_without_the_presence_scope_cannot_see_who_is_online(recording_lay
     assert post(Client(), frame(["bob"], 1), plain).status_code == 202
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_a_send_only_key_is_not_told_how_many_targets_were_online(connect):
+    """The finding: ``online`` in a send's answer told a send-only key who is online (by bisection over sends)."""
+    await connect("bob")
+    _, plain = await sync_to_async(ApiKey.generate)("billing")  # send only, the default
+    response = await post(AsyncClient(), frame(["bob", "carol"], 1), plain)
+    assert response.status_code == 202
+    assert response.json() == {"targets": 2, "offsets": {}}
+    assert (await AuditEntry.objects.aget()).online == 1  # the audit log, for staff, still says
+
+
 @pytest.mark.django_db
 def test_a_presence_only_key_cannot_send(recording_layer):
     _, plain = ApiKey.generate("dashboard", can_send=False, can_read_presence=True)
@@ -366,10 +378,10 @@ def test_a_key_restricted_to_patterns_reaches_those_ids_only(recording_layer):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("method", ["post", "put", "patch", "delete", "options"])
-@pytest.mark.parametrize("path", ["/relay/api/x", "/relay/api/send/extra", "/relay/api/"])
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete", "options"])
+@pytest.mark.parametrize("path", ["/relay/api/x", "/relay/api/send/extra", "/relay/api/", "/relay/api"])
 def test_unknown_api_path_is_404_json_even_with_csrf_checks_enforced(method, path):
-    """The finding: a POST there got Django's CSRF page (HTML)."""
+    """The findings: a POST there got Django's CSRF page (HTML); ``/relay/api`` an HTML redirect (APPEND_SLASH)."""
     response = getattr(Client(enforce_csrf_checks=True), method)(path)
     assert_json_error(response, 404, "not_found")
 
