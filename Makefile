@@ -1,10 +1,12 @@
 # make run   - set up .venv and serve the relay on 127.0.0.1:8000 (SQLite, in-memory layer, DEBUG on)
 # make test  - set up .venv and run the whole test suite (needs Redis, PostgreSQL, Python 3.11 and 3.13,
 #              Node.js/npm, and Debian's chromium, which it installs when missing: see "What make test needs")
-# make bench - the load benchmark: relay vs a raw ASGI floor under daphne, with Redis
+# make bench - the load benchmark: relay vs a raw ASGI floor under daphne and uvicorn, with Redis
+# make bench-scale - one process holding as many idle connections as its fd limit allows
+# make bench-storm - a reconnect storm: two relay processes on one port, SIGTERM the one holding the clients
 # make churn - 1,000 clients dropping and resuming at random for 60 s under steady load: 0 lost, 0 doubled
 # make soak  - 2,000 clients for 10 minutes at a steady rate against one relay process: 0 loss, flat RSS
-# make test-latest - the tests that depend on daphne's internals, on the newest releases pyproject.toml allows
+# make test-latest - the tests that depend on daphne's or uvicorn's internals, on the newest releases pyproject.toml allows
 
 PYTHON ?= python3
 VENV := .venv
@@ -30,7 +32,7 @@ DAPHNE_FLAGS ?= --websocket_timeout -1 --websocket-max-message-size 131072 --web
 POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test test-latest lint bench churn soak venv chromium clean
+.PHONY: run test test-latest lint bench bench-scale bench-storm churn soak venv chromium clean
 
 venv: $(VENV)/.installed
 
@@ -70,17 +72,17 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Daphne's internals are reached for slow clients, close codes and the drain
-# (relay/server/daphne.py): run those tests on the newest Django, channels, channels-redis,
-# daphne, Twisted and autobahn that pyproject.toml allows, so a new release that breaks
-# them shows up here before it reaches a site.
+# Daphne's and uvicorn's internals are reached for slow clients, close codes, peers and the
+# drain (relay/server/daphne.py, relay/server/uvicorn.py): run those tests on the newest
+# Django, channels, channels-redis, daphne, Twisted, autobahn, uvicorn and websockets that
+# pyproject.toml allows, so a new release that breaks them shows up here before it reaches a site.
 test-latest:
 	test -x $(LATEST_VENV)/bin/python || $(PYTHON_LATEST) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST_VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
-	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e .
-	$(LATEST_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(django|channels|channels[-_]redis|daphne|twisted|autobahn) '
-	REDIS_URL=$(REDIS_URL) $(LATEST_VENV)/bin/python -m pytest -m daphne_internals
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[client,uvicorn]"
+	$(LATEST_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(django|channels|channels[-_]redis|daphne|twisted|autobahn|uvicorn|websockets) '
+	REDIS_URL=$(REDIS_URL) $(LATEST_VENV)/bin/python -m pytest -m server_internals
 
 lint: venv
 	$(VENV)/bin/ruff check relay relayproject bench tests examples
@@ -90,6 +92,13 @@ lint: venv
 bench: venv
 	REDIS_URL=$(REDIS_URL) $(PY) bench/run.py
 	REDIS_URL=$(REDIS_URL) $(PY) bench/churn.py
+
+# Not in make bench: each takes minutes (bench/README.md).
+bench-scale: venv
+	REDIS_URL=$(REDIS_URL) $(PY) bench/run.py --targets floor relay --modes scale
+
+bench-storm: venv
+	REDIS_URL=$(REDIS_URL) $(PY) bench/storm.py
 
 churn: venv
 	REDIS_URL=$(REDIS_URL) $(PY) bench/churn.py

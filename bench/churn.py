@@ -18,10 +18,7 @@ Exits 1 on any loss or fault. Results in ``bench/results/churn-*.json``.
 
 import argparse
 import asyncio
-import base64
-import hashlib
 import json
-import multiprocessing
 import os
 import random
 import sys
@@ -33,78 +30,31 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import loadgen  # noqa: E402
-from bench.run import RESULTS, Daphne, finish, server_env  # noqa: E402
+from bench.run import finish  # noqa: E402
+from bench.servers import DEFAULT_REDIS_URL, RESULTS, SERVERS, Server, server_env  # noqa: E402
 
 NS = 1_000_000_000
 COUNTERS = (
-    "sent", "acked", "unacked", "delivered", "lost", "duplicates", "out_of_order", "resumes", "not_recovered",
-    "errors", "failed_connects", "unexpected_closes",
+    "sent", "acked", "unacked", "delivered", "lost", "lost_unacked", "duplicates", "out_of_order", "resumes",
+    "not_recovered", "errors", "failed_connects", "unexpected_closes", "server_closes", "protocol_errors",
 )  # fmt: skip
 
 
-class Connection(asyncio.Protocol):
-    """One relay.v1 connection of a churning client: handshake, frames, and nothing else."""
+class Connection(loadgen.WebSocket):
+    """One relay.v1 connection of a resuming client: its frames go to the client."""
 
     def __init__(self, client: "ChurnClient", host: str, port: int, path: str) -> None:
+        super().__init__(client.stats, host, port, path, subprotocol="relay.v1")
         self.client = client
-        key = base64.b64encode(os.urandom(16))
-        self.accept_key = base64.b64encode(hashlib.sha1(key + loadgen.GUID).digest())
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: relay.v1\r\n"
-            f"Sec-WebSocket-Key: {key.decode()}\r\n\r\n"
-        ).encode()
-        self.transport: asyncio.Transport | None = None
-        self.opened: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.open = False
-        self.closing = False
-        self.buffer = b""
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        transport.write(self.request)
+    def on_text(self, payload: bytes) -> None:
+        self.client.on_frame(json.loads(payload))
 
-    def connection_lost(self, exc) -> None:
-        self.transport = None
-        if not self.opened.done():
-            self.opened.set_result(False)
-        elif not self.closing:
-            self.client.stats["unexpected_closes"] += 1
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        data = self.buffer + data
-        self.buffer = b""
-        if not self.open:
-            head, sep, rest = data.partition(b"\r\n\r\n")
-            if not sep:
-                self.buffer = data
-                return
-            if not head.startswith(b"HTTP/1.1 101") or self.accept_key not in head:
-                self.transport.abort()
-                return
-            self.open = True
-            self.opened.set_result(True)
-            data = rest
-        frames, self.buffer = loadgen.split_frames(data)
-        for _, _, opcode, payload in frames:
-            if opcode == 1:
-                self.client.on_frame(json.loads(payload))
-            elif opcode == 9:
-                self.transport.write(loadgen.mask_frame(0xA, payload))
-            elif opcode == 8 and not self.closing:
-                self.close()
+    def on_lost(self) -> None:
+        self.client.on_lost(self)
 
     def send(self, data: dict) -> None:
-        if self.transport is not None and self.open and not self.closing:
-            self.transport.write(loadgen.mask_frame(1, json.dumps(data, separators=(",", ":")).encode()))
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closing:
-            self.closing = True
-            self.transport.write(loadgen.mask_frame(8, (1000).to_bytes(2, "big")))
+        self.send_text(json.dumps(data, separators=(",", ":")))
 
 
 class ChurnClient:
@@ -127,33 +77,41 @@ class ChurnClient:
         return self.connection is not None and self.connection.open and not self.connection.closing
 
     async def connect(self) -> bool:
-        url = urlsplit(self.worker.spec["url"])
+        """Connect, resuming from the last delivery seen; True once the relay announced the resume."""
+        spec = self.worker.spec
+        url = urlsplit(spec["url"])
         since = f"{self.position[0]}:{self.position[1]}" if self.position else ""
-        connection = Connection(self, url.hostname, url.port, f"{url.path}?id={self.cid}&since={since}")
+        path = f"{url.path}?id={self.cid}&since={since}"
         self.ready.clear()
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.create_connection(lambda: connection, url.hostname, url.port), 20)
-            if not await asyncio.wait_for(connection.opened, 20):
-                raise OSError("refused")
+        timeout = spec.get("connect_timeout", 20)
+        connection = await loadgen.open_socket(
+            lambda: Connection(self, url.hostname, url.port, path),
+            url.hostname, url.port, loadgen.source_address(self.cid, spec.get("sources", 0)), timeout,
+        )  # fmt: skip
+        if connection is not None:
             self.connection = connection
-            await asyncio.wait_for(self.ready.wait(), 20)
-            return True
-        except (TimeoutError, OSError):
-            self.stats["failed_connects"] += 1
-            if connection.transport is not None:
-                connection.transport.abort()
-            return False
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+                return True
+            except TimeoutError:
+                if connection.transport is not None:
+                    connection.transport.abort()
+        self.stats["failed_connects"] += 1
+        return False
+
+    def on_lost(self, connection: Connection) -> None:
+        """``connection`` ended; if it was the current one and we did not drop it, the worker decides what next."""
+        if connection is self.connection:
+            self.connection = None
+            self.worker.on_lost(self, connection)
 
     async def drop(self) -> None:
+        """Close the connection ourselves (1000) and wait for it to end."""
         connection = self.connection
         if connection is not None:
             self.connection = None
             connection.close()
-            try:
-                await asyncio.wait_for(connection.closed, 5)
-            except TimeoutError:
-                connection.transport.abort()
+            await connection.wait_closed(5)
 
     def send_next(self) -> None:
         if not self.connected:
@@ -195,7 +153,11 @@ class ChurnClient:
 
 
 class Worker:
-    """One process's clients: connect, churn, send, account."""
+    """One process's resuming clients: connect, churn, send, account.
+
+    The accounting and the sending are shared with ``storm.py``, whose worker drives its
+    clients differently (``run``) and records latency by time (``record_latency``).
+    """
 
     def __init__(self, spec: dict) -> None:
         self.spec = spec
@@ -208,8 +170,10 @@ class Worker:
         self.all_latency: list[int] = []
         self.samples: list[dict] = []
         self.measuring = False
+        self.send_until = 0  # monotonic ns: the sending stops then
 
     def delivered(self, client: ChurnClient, payload: dict) -> None:
+        """Account for one delivery to ``client`` (already deduplicated by offset)."""
         sender, seq = payload["from"], payload["seq"]
         got = self.received[sender]
         if seq in got:
@@ -221,10 +185,16 @@ class Worker:
             self.stats["out_of_order"] += 1
         client.expected_next = seq + 1
         if self.measuring:
-            latency = time.monotonic_ns() - payload["ts"]
-            self.all_latency.append(latency)
-            if client.ready.is_set():
-                self.live_latency.append(latency)
+            self.record_latency(client, time.monotonic_ns(), payload["ts"])
+
+    def record_latency(self, client: ChurnClient, now: int, ts: int) -> None:
+        """Keep one delivery's latency: among the live ones too if the client had finished resuming."""
+        self.all_latency.append(now - ts)
+        if client.ready.is_set():
+            self.live_latency.append(now - ts)
+
+    def on_lost(self, client: ChurnClient, connection: Connection) -> None:
+        """``client``'s connection ended without ``drop()``: churn's clients reconnect on their own schedule."""
 
     async def churn(self, client: ChurnClient, until: int) -> None:
         spec = self.spec
@@ -237,11 +207,13 @@ class Worker:
             while not await client.connect():
                 await asyncio.sleep(0.5)
 
-    async def send_load(self, until: int) -> None:
-        clients = list(self.clients.values())
-        interval = NS / (self.spec["rate"] * len(clients) / self.spec["total_clients"])
+    async def send_load(self, clients: list[ChurnClient], rate: float) -> None:
+        """Send ``rate`` msg/s round-robin over ``clients`` until ``send_until``; one not connected skips its turn."""
+        if not clients or rate <= 0:
+            return
+        interval = NS / rate
         scheduled, i = time.monotonic_ns(), 0
-        while scheduled < until:
+        while scheduled < self.send_until:
             now = time.monotonic_ns()
             while scheduled <= now:
                 clients[i % len(clients)].send_next()
@@ -249,27 +221,39 @@ class Worker:
                 i += 1
             await asyncio.sleep(max(0.0, (scheduled - time.monotonic_ns()) / NS))
 
-    async def run(self) -> dict:
-        spec = self.spec
-        limit = asyncio.Semaphore(64)
+    async def connect_all(self, clients: list[ChurnClient], pending: int = 64) -> None:
+        """First connections, ``pending`` at a time."""
+        limit = asyncio.Semaphore(pending)
 
         async def first(client: ChurnClient) -> None:
             async with limit:
                 await client.connect()
 
-        await asyncio.gather(*(first(c) for c in self.clients.values()))
-        until = time.monotonic_ns() + int(spec["duration"] * NS)
+        await asyncio.gather(*(first(c) for c in clients))
+
+    async def run(self) -> dict:
+        spec = self.spec
+        clients = list(self.clients.values())
+        await self.connect_all(clients)
+        self.send_until = until = time.monotonic_ns() + int(spec["duration"] * NS)
         self.measuring = True
-        await asyncio.gather(self.send_load(until), *(self.churn(c, until) for c in self.clients.values()))
+        share = spec["rate"] * len(clients) / spec["total_clients"]
+        await asyncio.gather(self.send_load(clients, share), *(self.churn(c, until) for c in clients))
         self.measuring = False
-        for client in self.clients.values():  # everyone back for the drain
+        return await self.finish()
+
+    async def finish(self) -> dict:
+        """Everyone back, wait for what is missing (up to ``drain`` s), close; the counters and latencies."""
+        for client in self.clients.values():
             if not client.connected:
                 await client.connect()
-        deadline = time.monotonic() + spec["drain"]
+        deadline = time.monotonic() + self.spec["drain"]
         while time.monotonic() < deadline and self.missing():
             await asyncio.sleep(0.1)
+        missing = self.missing()
         self.stats["unacked"] = sum(len(c.sent) for c in self.clients.values())
-        self.stats["lost"] = len(self.missing())
+        self.stats["lost"] = len(missing)
+        self.stats["lost_unacked"] = len(missing - self.acked)
         for client in self.clients.values():
             await client.drop()
         return {
@@ -286,7 +270,8 @@ class Worker:
 
 
 def _worker_main(pipe, spec: dict) -> None:
-    pipe.send(asyncio.run(Worker(spec).run()))
+    loadgen.raise_nofile()
+    pipe.send(loadgen.run_loop(Worker(spec).run))
 
 
 def percentiles(values: list[int]) -> dict:
@@ -297,6 +282,7 @@ def percentiles(values: list[int]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", choices=SERVERS, default="daphne")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=1000, help="messages/s in total")
     parser.add_argument("--duration", type=float, default=60)
@@ -305,34 +291,27 @@ def main() -> int:
     parser.add_argument("--max-down", type=float, default=1.0)
     parser.add_argument("--drain", type=float, default=30)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     env = {**server_env(args.redis_url), "RELAY_RATE_LIMIT": "off"}
-    server = Daphne("relay", env, RESULTS / f"churn-{stamp}.log")
+    server = Server(args.server, "relay", env, RESULTS / f"churn-{stamp}.log")
     try:
         server.wait_ready()
         print(
-            f"churn: {args.clients} clients, {args.rate:g} msg/s, each away up to {args.max_down:g} s every "
-            f"{args.min_up:g}-{args.max_up:g} s, for {args.duration:g} s ...",
+            f"churn: {args.server}, {args.clients} clients, {args.rate:g} msg/s, each away up to {args.max_down:g} s "
+            f"every {args.min_up:g}-{args.max_up:g} s, for {args.duration:g} s ...",
             file=sys.stderr,
             flush=True,
         )
-        ctx = multiprocessing.get_context("spawn")
-        pairs = range(args.clients // 2)
-        procs, pipes = [], []
-        for index in range(args.workers):
-            ids = [cid for pair in pairs[index :: args.workers] for cid in (2 * pair, 2 * pair + 1)]
-            spec = {**vars(args), "url": server.url, "ids": ids, "total_clients": args.clients}
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker_main, args=(child, spec), daemon=True)
-            proc.start()
-            procs.append(proc)
-            pipes.append(parent)
+        specs = [
+            {**vars(args), "url": server.url, "ids": ids, "total_clients": args.clients}
+            for ids, _ in loadgen.worker_ids(args.clients, args.workers, None, 0)
+        ]
+        procs, pipes = loadgen.spawn(_worker_main, specs)
         reports = [pipe.recv() for pipe in pipes]
-        for proc in procs:
-            proc.join(10)
+        loadgen.join(procs)
     finally:
         server.stop()
     totals = {name: sum(r[name] for r in reports) for name in COUNTERS}

@@ -1,10 +1,10 @@
 """``make soak``: one relay process under a steady load for 10 minutes: 0 loss and flat RSS.
 
-One daphne serving ``relayproject.asgi:application`` with ``REDIS_URL``, started as
-``make bench`` starts it (``bench/run.py``); 2,000 clients in pairs (``i`` <-> ``i ^ 1``,
+One server (``--server``, default daphne) serving ``relayproject.asgi:application`` with
+``REDIS_URL``, started as ``bench/servers.py`` starts it; 2,000 clients in pairs (``i`` <-> ``i ^ 1``,
 the bench's load generator) sending in open loop at 2,000 msg/s in total (1 msg/s per
 client, well under the relay's 50/s per-connection limit) for 600 s measured, after a
-warm-up. Every 10 s it samples the daphne process's RSS (``VmRSS``) and CPU, Redis's CPU
+warm-up. Every 10 s it samples the server process's RSS (``VmRSS``) and CPU, Redis's CPU
 and ``used_memory``. It reports every message as delivered or lost, duplicates,
 latency, CPU per delivery, the RSS at the window's start, end and maximum, its slope (a
 least-squares line, KB per minute) and its growth from the first minute's mean to the
@@ -26,17 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import loadgen  # noqa: E402
-from bench.run import (  # noqa: E402
-    AFTER_LOAD,
-    BUSY_CORES,
+from bench.run import AFTER_LOAD, BUSY_CORES, FAILURES, add_cpu, finish, fmt  # noqa: E402
+from bench.servers import (  # noqa: E402
     DEFAULT_REDIS_URL,
-    FAILURES,
     RESULTS,
-    Daphne,
-    add_cpu,
+    SERVERS,
+    Server,
     cpu_sample,
-    finish,
-    fmt,
+    process_rss_kb,
     redis_info,
     server_env,
 )
@@ -56,23 +53,15 @@ EDGE_S = 60.0
 RELAY_RATE_LIMIT = 50
 
 
-def process_rss_kb(pid: int) -> int:
-    """Resident set size of process ``pid`` in KB (``VmRSS`` in ``/proc/PID/status``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def take_sample(server: Daphne, redis_url: str) -> dict:
+def take_sample(server: Server, redis_url: str) -> dict:
     """The server's RSS, Redis's used_memory, and CPU so far (``run.cpu_sample``), timestamped."""
     if server.proc.poll() is not None:
-        raise RuntimeError(f"daphne exited with {server.proc.returncode} during the soak; see {server.log_path}")
+        raise RuntimeError(f"{server.kind} exited with {server.proc.returncode} during the soak; see {server.log_path}")
     return {
         "t": time.monotonic(),
         "rss_kb": process_rss_kb(server.pid),
         "redis_used_memory": redis_info(redis_url, "memory")["used_memory"],
-        "cpu": cpu_sample([server.pid], redis_url),
+        "cpu": cpu_sample([server.pid], [redis_url]),
     }
 
 
@@ -145,6 +134,7 @@ def print_series(samples: list[dict], rows: int = 10) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", choices=SERVERS, default="daphne")
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=2000, help="total msg/s, open loop")
     parser.add_argument("--duration", type=float, default=600, help="measured seconds")
@@ -175,7 +165,7 @@ def main() -> int:
         file=sys.stderr,
         flush=True,
     )
-    server = Daphne("relay", server_env(args.redis_url), RESULTS / f"{stamp}-soak-relay.log")
+    server = Server(args.server, "relay", server_env(args.redis_url), RESULTS / f"{stamp}-soak-{args.server}-relay.log")
     try:
         server.wait_ready()
         rss_idle_kb = process_rss_kb(server.pid)
@@ -230,7 +220,7 @@ def main() -> int:
                       f"per delivery; max lag {report['open_loop_max_lag_ms']:.1f} ms, "
                       f"{report['open_loop_late']:,} sends > {loadgen.LATE_NS / 1e6:g} ms late"),
         ("other cores", f"{fmt(report['other_cores'], '.2f')} (the rest of the machine)"),
-        ("daphne log", f"{len(problems)} error/warning lines in {server.log_path.relative_to(ROOT)}"),
+        ("server log", f"{len(problems)} error/warning lines in {server.log_path.relative_to(ROOT)}"),
     ]  # fmt: skip
     width = max(len(name) for name, _ in figures)
     for name, value in figures:
@@ -247,7 +237,7 @@ def main() -> int:
         f"RSS growth < {args.max_rss_growth_mb:g} MB": growth_mb < args.max_rss_growth_mb,
         f"generator kept up (max lag ≤ {MAX_GENERATOR_LAG_MS:g} ms)": report["open_loop_max_lag_ms"]
         <= MAX_GENERATOR_LAG_MS,
-        "daphne still running": alive,
+        f"{args.server} still running": alive,
     }
     for name, ok in checks.items():
         print(f"check: {name}: {'yes' if ok else 'NO'}")
