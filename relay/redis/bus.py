@@ -56,7 +56,7 @@ class RedisBus:
         self._subscribed: set[str] = set()
         # Per channel, one future per SUBSCRIBE written and not yet confirmed, oldest first:
         # Redis confirms in order, and a handshake waits for the newest.
-        self._pending: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._pending: dict[bytes, deque[tuple[asyncio.Future[None], asyncio.TimerHandle]]] = {}
         self._ping_sent: float | None = None
         self._inbox: deque[tuple[bytes, bytes, float]] = deque()
         self._outbox: list[bytes] = []
@@ -96,14 +96,22 @@ class RedisBus:
                 return  # subscribed by _resubscribe when the link comes up
             first = client_id in self._subscribed
         if first:
-            self._pending.setdefault(channel, deque()).append(asyncio.get_running_loop().create_future())
+            loop = asyncio.get_running_loop()
+            confirmed = loop.create_future()
+            # One timer per SUBSCRIBE rather than a wait_for per handshake: a tenth of a handshake's CPU.
+            late = loop.call_later(SUBSCRIBE_WAIT, self._subscription_late, client_id, confirmed)
+            self._pending.setdefault(channel, deque()).append((confirmed, late))
             self._write_soon(encode_command(b"SUBSCRIBE", *channels))
         pending = self._pending.get(channel)
         if pending:
-            try:
-                await asyncio.wait_for(asyncio.shield(pending[-1]), SUBSCRIBE_WAIT)
-            except TimeoutError:
-                logger.warning("bus: Redis did not confirm the subscription for client=%s in time", client_id)
+            await asyncio.shield(pending[-1][0])  # shielded: a cancelled handshake leaves the others waiting
+
+    @staticmethod
+    def _subscription_late(client_id: str, confirmed: asyncio.Future[None]) -> None:
+        """Redis did not confirm a subscription in SUBSCRIBE_WAIT: let its handshakes go on."""
+        if not confirmed.done():
+            logger.warning("bus: Redis did not confirm the subscription for client=%s in time", client_id)
+            confirmed.set_result(None)
 
     def unsubscribe(self, client_id: str) -> None:
         """Stop receiving frames for ``client_id`` (its last connection here left)."""
@@ -132,7 +140,8 @@ class RedisBus:
     def _forget_pending(self) -> None:
         """The link is down: no confirmation will come; let waiting handshakes go on."""
         for pending in self._pending.values():
-            for future in pending:
+            for future, late in pending:
+                late.cancel()
                 if not future.done():
                     future.set_result(None)
         self._pending.clear()
@@ -171,7 +180,8 @@ class RedisBus:
         elif kind == b"subscribe":
             pending = self._pending.get(reply[1])
             if pending:
-                confirmed = pending.popleft()
+                confirmed, late = pending.popleft()
+                late.cancel()
                 if not pending:
                     del self._pending[reply[1]]
                 if not confirmed.done():

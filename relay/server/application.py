@@ -37,9 +37,10 @@ class RelayWebSocketApplication:
     """Check a WebSocket handshake, then run a RelayConsumer for it."""
 
     async def __call__(self, scope: WebSocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if not relay_path(scope):
-            return await refuse_handshake(scope, receive, send, "unknown_path")
+        # First the client's address: every refusal's log line names the proven one.
         relay_scope: RelayScope = with_client(scope, send)  # a copy: backends may add to it ("session", "user")
+        if not relay_path(relay_scope):
+            return await refuse_handshake(relay_scope, receive, send, "unknown_path")
         detail = origin_refusal(relay_scope)
         if detail is not None:
             return await refuse_handshake(relay_scope, receive, send, "origin", detail)

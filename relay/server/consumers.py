@@ -2,8 +2,8 @@
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
@@ -59,7 +59,7 @@ class RelayConsumer(AsyncConsumer):
         # Run only by relay.server.application, which puts the proven identity in the scope.
         identity = cast("RelayScope", scope)["relay_identity"]
         self.client_id: str = identity.client_id
-        self.info = Connection(identity.client_id, uuid.uuid4().hex, identity.user, identity.data, scope)
+        self.info = Connection(identity.client_id, os.urandom(16).hex(), identity.user, identity.data, scope)
         # The client's choice where RELAY_FRAMINGS allows it; a framing it does not is refused below.
         self.framings = conf.RELAY_FRAMINGS
         self.subprotocol = framings.negotiate(scope.get("subprotocols", ()), self.framings)
@@ -79,6 +79,9 @@ class RelayConsumer(AsyncConsumer):
         self.handlers = load_handlers(tuple(conf.RELAY_MESSAGE_HANDLERS))
         self.connection = server_connection(send)
         self.close_code: int | None = None  # set when the relay closes the connection
+        self.accepted = False
+        # A close asked for during the handshake (a logout), done once the handshake is.
+        self.close_once_accepted: tuple[int, str] | None = None
         self.in_hub = False
         self.posting: set[asyncio.Task[None]] = set()  # frames sent from sync code, under plain ASGI
         # During and just after a resume: what keeps the live deliveries from doubling the replay.
@@ -125,14 +128,18 @@ class RelayConsumer(AsyncConsumer):
             accepted = True
             if self.hub.draining:  # the shutdown began during this handshake
                 await self.close(protocol.CLOSE_GOING_AWAY)
+            elif self.close_once_accepted is not None:
+                await self.close(*self.close_once_accepted)
             metrics.CONNECTS.inc()
             metrics.CONNECTIONS_OPEN.inc()
-            logger.info(
-                "event=connect client=%s subprotocol=%s peer=%s",
-                self.client_id,
-                self.subprotocol,
-                client_address(scope),
-            )
+            # DEBUG: a line per connection costs a handshake a sixth of its CPU (README, "Logs").
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "event=connect client=%s subprotocol=%s peer=%s",
+                    self.client_id,
+                    self.subprotocol,
+                    client_address(scope),
+                )
             if resume is not None:
                 await self.resume(resume.since)
             await signals.send_robustly(signals.client_connected, connection=self.info)
@@ -153,13 +160,14 @@ class RelayConsumer(AsyncConsumer):
             code = self.close_code or code
             metrics.CONNECTIONS_OPEN.dec()
             metrics.DISCONNECTS.labels(metrics.disconnect_reason(code)).inc()
-            logger.info(
-                "event=disconnect client=%s code=%s reason=%s duration=%.1f",
-                self.client_id,
-                code,
-                metrics.disconnect_reason(code),
-                time.monotonic() - opened,
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "event=disconnect client=%s code=%s reason=%s duration=%.1f",
+                    self.client_id,
+                    code,
+                    metrics.disconnect_reason(code),
+                    time.monotonic() - opened,
+                )
         if self.in_hub:
             self.leave_hub()
 
@@ -227,6 +235,7 @@ class RelayConsumer(AsyncConsumer):
         """Complete the handshake, with the subprotocol the client asked for if we speak it."""
         # asgiref.typing requires "headers", which ASGI makes optional (django/asgiref#460).
         await self.base_send({"type": "websocket.accept", "subprotocol": self.subprotocol})  # type: ignore[arg-type]
+        self.accepted = True
 
     def leave_hub(self) -> None:
         """Stop receiving deliveries (once)."""
@@ -236,6 +245,9 @@ class RelayConsumer(AsyncConsumer):
     async def close(self, code: int, reason: str = "") -> None:
         """Close the connection from the server side; nothing more is sent to it."""
         if self.close_code is not None:
+            return
+        if not self.accepted:  # the handshake is under way: closed as soon as it is done
+            self.close_once_accepted = (code, reason)
             return
         self.close_code = code
         if self.connection is not None:

@@ -214,14 +214,15 @@ class Hub:
         """
         client_id = connection.client_id
         members = self._members[client_id] = self._members.get(client_id, 0) + 1
+        if connection.session_key is not None:
+            # Before the awaits: a logout during the handshake closes this one too, once accepted.
+            self._sessions.add(connection, connection.session_key, user_key(connection.info.user))
         shard = self.shard_of(client_id)
         if shard is not None:
             await shard.bus.subscribe(client_id, first=members == 1)
         await accept()
         connections = self._connections.setdefault(client_id, set())
         connections.add(connection)
-        if connection.session_key is not None:
-            self._sessions.add(connection, connection.session_key, user_key(connection.info.user))
         if shard is not None:
             shard.presence.set(client_id, len(connections))
 
@@ -229,10 +230,10 @@ class Hub:
         """Stop delivering to a connection; the last one of an id unsubscribes."""
         client_id = connection.client_id
         shard = self.shard_of(client_id)
+        self._sessions.discard(connection)
         connections = self._connections.get(client_id)
         if connections is not None and connection in connections:
             connections.discard(connection)
-            self._sessions.discard(connection)
             if not connections:
                 del self._connections[client_id]
             if shard is not None:
@@ -333,7 +334,10 @@ class Hub:
             await self.deliver(client_id, message.sender, message.payload_json)
         elif isinstance(message, LayerEvent):
             for connection in tuple(self._connections.get(client_id, ())):
-                await connection.handle_layer_event(message.event)
+                try:
+                    await connection.handle_layer_event(message.event)
+                except Exception:  # a site's handler: the id's other connections still get the event
+                    logger.exception("event=layer_event_failed client=%s", client_id)
         elif isinstance(message, SessionsEnded):
             # In a task of its own: it may read the database, and the bus hands on every id's frames.
             ending = asyncio.get_running_loop().create_task(self.end_sessions(message))

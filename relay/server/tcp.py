@@ -4,6 +4,11 @@ A client that does not read leaves what is sent to it in two places: the server'
 write buffer, which the relay counts against ``RELAY_MAX_PENDING_BYTES``, and the
 kernel's send buffer, which grows to ``net.ipv4.tcp_wmem``'s maximum (4 MiB) where the
 relay's limit cannot see it. ``TCP_NOTSENT_LOWAT`` bounds the second.
+
+A peer that is gone (or never reads) while bytes are unsent would keep its socket until
+TCP gives up, ~15 minutes: the server's close waits for them to be sent. ``TCP_USER_TIMEOUT``
+drops it once sent bytes stay unacknowledged, or unsent behind a zero window, for
+UNACKED_TIMEOUT_MS; a connection with nothing to send is not affected.
 """
 
 import logging
@@ -17,6 +22,8 @@ logger = logging.getLogger(__name__)
 #: it against RELAY_MAX_PENDING_BYTES. Bytes in flight are not limited, so a fast client on
 #: a long link is not slowed down (``SO_SNDBUF`` would be: it caps those too).
 KERNEL_UNSENT_BYTES = 64 * 1024
+#: Milliseconds the kernel lets sent bytes go unacknowledged before it drops the connection.
+UNACKED_TIMEOUT_MS = 30_000
 
 
 def bound_kernel_buffer(sock: Any) -> bool:
@@ -31,6 +38,8 @@ def bound_kernel_buffer(sock: Any) -> bool:
     try:
         if hasattr(socket, "TCP_NOTSENT_LOWAT"):  # Linux, macOS
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, KERNEL_UNSENT_BYTES)
+            if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKED_TIMEOUT_MS)
         else:  # elsewhere a fixed send buffer, which caps the bytes in flight too
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * KERNEL_UNSENT_BYTES)
     except OSError as exc:

@@ -33,7 +33,7 @@ from relay.server.tcp import bound_kernel_buffer
 logger = logging.getLogger(__name__)
 
 #: What the relay uses of uvicorn's websockets-sansio protocol, and of its ``conn``.
-PROTOCOL_ATTRIBUTES = ("conn", "transport", "loop", "close_timer", "disconnected")
+PROTOCOL_ATTRIBUTES = ("conn", "transport", "loop", "close_timer", "disconnected", "read_paused", "stop_keepalive")
 #: Seconds a peer has to answer the relay's close before its socket is dropped, with whatever
 #: it left unread (autobahn's default under daphne). uvicorn's own 10 s ends in a transport
 #: close, which waits for the buffer to drain: never, for a client that does not read.
@@ -41,6 +41,8 @@ CLOSE_HANDSHAKE_TIMEOUT = 1.0
 CONN_ATTRIBUTES = ("send_text", "send_close", "data_to_send", "state")
 
 _warned = False
+#: Per (protocol class, connection class): whether they have what UvicornConnection uses.
+_known: dict[tuple[type, type], bool] = {}
 
 
 class UvicornConnection:
@@ -61,11 +63,13 @@ class UvicornConnection:
         What uvicorn's ``websocket.send`` does, without waiting for the transport to be
         writable: the relay bounds what piles up instead.
         """
-        conn = self._conn
+        conn, transport = self._conn, self._transport
         if conn.state is not self._open or self._protocol.disconnected:
             return None
+        if transport.is_closing():  # uvicorn closed it (keepalive timeout, the peer's EOF): nothing more
+            self._drop_soon()
+            return None
         conn.send_text(text.encode())
-        transport = self._transport
         transport.writelines(conn.data_to_send())
         unsent: int = transport.get_write_buffer_size()
         return unsent
@@ -79,12 +83,36 @@ class UvicornConnection:
         ``websocket.disconnect`` when the peer answers (uvicorn then closes the transport)
         or when the socket is dropped, after CLOSE_HANDSHAKE_TIMEOUT.
         """
-        conn, transport = self._conn, self._transport
+        conn, transport, protocol = self._conn, self._transport, self._protocol
         if conn.state is not self._open or transport.is_closing():
+            self._drop_soon()
             return
         conn.send_close(code, reason)
         transport.writelines(conn.data_to_send())
-        self._protocol.close_timer = self._protocol.loop.call_later(CLOSE_HANDSHAKE_TIMEOUT, transport.abort)
+        protocol.close_timer = protocol.loop.call_later(CLOSE_HANDSHAKE_TIMEOUT, transport.abort)
+        if protocol.read_paused:  # as uvicorn's close: the peer's answer must be read
+            protocol.read_paused = False
+            transport.resume_reading()
+        # uvicorn's shutdown would send its own close (1012) on a connection that is closing,
+        # which websockets refuses (InvalidState) and which ends the shutdown of the others:
+        # for this connection it does what it does for one it closed itself.
+        protocol.shutdown = self._shutdown_closing
+
+    def _shutdown_closing(self) -> None:
+        """uvicorn's shutdown of a connection the relay is closing: stop its pings, close its socket."""
+        protocol = self._protocol
+        protocol.stop_keepalive()
+        if protocol.close_timer is not None:
+            protocol.close_timer.cancel()
+            protocol.close_timer = None
+        protocol.transport.close()
+
+    def _drop_soon(self) -> None:
+        """A transport uvicorn closed still holds what the peer did not read, and would wait for it
+        forever: drop the socket if that is not done within CLOSE_HANDSHAKE_TIMEOUT."""
+        protocol = self._protocol
+        if protocol.close_timer is None and not protocol.disconnected:
+            protocol.close_timer = protocol.loop.call_later(CLOSE_HANDSHAKE_TIMEOUT, self._transport.abort)
 
 
 def protocol_of(send: ASGISendCallable) -> Any:
@@ -103,9 +131,13 @@ def server_connection(send: ASGISendCallable) -> UvicornConnection | None:
     if protocol is None:
         return None
     conn = getattr(protocol, "conn", None)
-    if all(hasattr(protocol, name) for name in PROTOCOL_ATTRIBUTES) and all(
-        hasattr(conn, name) for name in CONN_ATTRIBUTES
-    ):
+    kinds = (type(protocol), type(conn))
+    known = _known.get(kinds)
+    if known is None:  # checked once per protocol class: they set these attributes in __init__
+        known = _known[kinds] = all(hasattr(protocol, name) for name in PROTOCOL_ATTRIBUTES) and all(
+            hasattr(conn, name) for name in CONN_ATTRIBUTES
+        )
+    if known:
         return UvicornConnection(protocol)
     warn_unknown_protocol(protocol)
     return None

@@ -240,6 +240,7 @@ def site_env(**settings: str) -> dict[str, str]:
     """
     env = {key: value for key, value in os.environ.items() if key not in _SITE_ENV and not key.startswith("RELAY_")}
     env.update(DJANGO_SETTINGS_MODULE="relayproject.settings", DEBUG="1", SECRET_KEY=TEST_SECRET, PYTHONUNBUFFERED="1")
+    env.update(RELAY_LOG_LEVEL="DEBUG")  # the tests watch every connect and disconnect line
     env.update(settings)
     return env
 

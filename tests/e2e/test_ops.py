@@ -237,14 +237,14 @@ async def test_log_lines_of_a_scripted_session(server, connect, uid):
     ]
     assert len(ours) == 4, ours
     assert ours[:3] == [
-        f"INFO relay.server.consumers event=connect client={client.client_id} subprotocol=None "
+        f"DEBUG relay.server.consumers event=connect client={client.client_id} subprotocol=None "
         f"peer=127.0.0.1:{client_port}",
         f"INFO relay.server.consumers event=frame_refused client={client.client_id} code=invalid_json",
         f"INFO relay.identity.handshake event=refused peer=127.0.0.1:{refused_port} path=/ws reason=no_identity "
         'detail=""',
     ]
     assert re.fullmatch(
-        rf"INFO relay\.server\.consumers event=disconnect client={client.client_id} code=1000 reason=normal "
+        rf"DEBUG relay\.server\.consumers event=disconnect client={client.client_id} code=1000 reason=normal "
         r"duration=\d+\.\d",
         ours[3],
     ), ours[3]

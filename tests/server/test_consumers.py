@@ -376,3 +376,24 @@ async def test_a_ping_is_answered_to_the_sender_only(connect):
     await send_text(raw, '{"type": "ping", "id": 2}')
     assert json.loads(await raw.receive_from()) == {"pong": 2}
     assert await bob.receive_nothing(timeout=0.02)
+
+
+async def test_a_close_asked_for_during_the_handshake_waits_for_the_accept():
+    """A logout order can find a connection between its hub join and its accept: nothing may be
+    sent before the handshake, so the close is kept and done once it is accepted."""
+    from relay.server.consumers import RelayConsumer
+
+    sent = []
+
+    async def send(event):
+        sent.append(event)
+
+    consumer = RelayConsumer()
+    consumer.base_send, consumer.connection, consumer.subprotocol = send, None, None
+    consumer.close_code, consumer.accepted, consumer.close_once_accepted = None, False, None
+    await consumer.close(4401, "logged out")
+    assert sent == [] and consumer.close_once_accepted == (4401, "logged out") and consumer.close_code is None
+    await consumer.accept()
+    await consumer.close(*consumer.close_once_accepted)
+    assert [event["type"] for event in sent] == ["websocket.accept", "websocket.close"]
+    assert sent[1]["code"] == 4401

@@ -604,6 +604,20 @@ async def test_the_end_of_sessions_closes_their_connections_whatever_their_id_an
     assert await hub.end_sessions(SessionsEnded(4401, "logged out", ("s-1", "s-cycled"), None)) == 0  # they left
 
 
+async def test_a_session_that_ends_during_a_handshake_closes_that_connection_too(hub):
+    """The finding: a tab reconnecting while its user logged out was accepted with the ended session."""
+    reconnecting = FakeConnection("7", session_key="s-1", user=User(7))
+    ended = []
+
+    async def accept_after_the_logout():
+        ended.append(await hub.end_sessions(SessionsEnded(4401, "logged out", ("s-1",), None)))
+
+    await hub.join(reconnecting, accept_after_the_logout)
+    assert ended == [1] and reconnecting.closed == [(4401, "logged out")]  # the consumer closes it once accepted
+    hub.leave(reconnecting)
+    assert await hub.end_sessions(SessionsEnded(4401, "logged out", ("s-1",), None)) == 0  # it left the index
+
+
 async def test_a_session_that_cannot_be_checked_is_left_open_and_the_others_still_close(hub, monkeypatch, caplog):
     async def session_logs_in(session_key, user):
         raise ConnectionError("the database is away")

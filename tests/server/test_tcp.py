@@ -2,7 +2,7 @@
 
 import socket
 
-from relay.server.tcp import KERNEL_UNSENT_BYTES, bound_kernel_buffer
+from relay.server.tcp import KERNEL_UNSENT_BYTES, UNACKED_TIMEOUT_MS, bound_kernel_buffer
 
 
 def test_a_tcp_socket_gets_a_bounded_kernel_buffer():
@@ -10,6 +10,8 @@ def test_a_tcp_socket_gets_a_bounded_kernel_buffer():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         assert bound_kernel_buffer(sock) is True
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT) == KERNEL_UNSENT_BYTES
+        # A peer gone with bytes unsent is dropped in 30 s, not when TCP gives up (~15 minutes).
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == UNACKED_TIMEOUT_MS
 
 
 def test_a_unix_socket_keeps_its_buffer():

@@ -109,6 +109,37 @@ async def test_close_sends_any_rfc_code_and_the_application_hears_the_disconnect
             connection.close(1000)  # a second close does nothing
 
 
+async def test_uvicorns_shutdown_passes_a_connection_the_relay_is_closing(caplog):
+    """uvicorn's shutdown sends 1012 on every open connection; on one the relay is closing,
+    websockets refuses it (InvalidState) and the shutdown of every other connection stopped."""
+    caplog.set_level(logging.ERROR)
+    async with uvicorn_server(ws="websockets-sansio") as (port, accepted):
+        closing = await connect(f"ws://127.0.0.1:{port}/ws")
+        closing.transport.pause_reading()  # it will not answer the relay's close
+        _, _, send = await accepted.get()
+        adapters.server_connection(send).close(1001)
+        # Leaving the block shuts the server down, which raised InvalidState from serve().
+    closing.transport.abort()
+    assert "Traceback" not in caplog.text and "InvalidState" not in caplog.text
+
+
+async def test_a_transport_uvicorn_closed_is_not_written_to_and_is_dropped_soon(monkeypatch):
+    """uvicorn closes the transport itself (a keepalive timeout, say), which waits for the
+    unsent bytes to go: forever, for a peer that does not read. The adapter drops it."""
+    monkeypatch.setattr(adapter, "CLOSE_HANDSHAKE_TIMEOUT", 0.2)
+    async with uvicorn_server(ws="websockets-sansio") as (port, accepted):
+        async with connect(f"ws://127.0.0.1:{port}/ws") as client:
+            client.transport.pause_reading()
+            _, receive, send = await accepted.get()
+            connection = adapters.server_connection(send)
+            while connection.send("x" * 65536) == 0:  # until the kernel's buffers are full
+                await asyncio.sleep(0)
+            send.__self__.transport.close()  # what uvicorn does on its own
+            assert connection.send("more") is None
+            # Dropped (1005: the handshake was complete), not left waiting for the peer to read.
+            assert await asyncio.wait_for(receive(), 5) == {"type": "websocket.disconnect", "code": 1005}
+
+
 async def test_the_socket_peer_is_the_transports_not_the_forwarded_header():
     """uvicorn's --proxy-headers believes X-Forwarded-For from 127.0.0.1; the relay decides itself."""
     async with uvicorn_server(ws="websockets-sansio", proxy_headers=True, forwarded_allow_ips="*") as (port, accepted):

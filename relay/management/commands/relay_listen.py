@@ -1,6 +1,7 @@
 """``python manage.py relay_listen <client id> [--url URL] [--count N]``: print what a client id receives."""
 
 import asyncio
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 #: Each connection gets a fresh token; a short one is enough, it is checked at the handshake only.
 TOKEN_TTL = 300
+#: Seconds a listener with --count waits, after its last delivery, to hear how its resume went.
+RESUME_REPORT_WAIT = 2.0
 
 
 class Command(BaseCommand):
@@ -23,6 +26,9 @@ class Command(BaseCommand):
         "every delivery as one JSON line: {from, payload, offset, epoch}. Reconnects and resumes until "
         "interrupted. Needs the websockets package (pip install 'django-relay[client]')."
     )
+
+    #: Set once the connection said how its resume went (while listen() runs).
+    resumed: asyncio.Event | None = None
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("client_id", help="the client id to listen as")
@@ -65,12 +71,16 @@ class Command(BaseCommand):
     async def listen(self, client: "RelayClient", count: int | None) -> None:
         """Print deliveries until ``count`` of them (or forever)."""
         received = 0
+        self.resumed = asyncio.Event()
         async with client:
             async for delivery in client:
                 self.stdout.write(json.dumps(delivery.as_dict(), separators=(",", ":"), ensure_ascii=False))
                 self.stdout.flush()
                 received += 1
                 if count is not None and received >= count:
+                    # The replay comes before the frame saying how the resume went: say it too.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.resumed.wait(), RESUME_REPORT_WAIT)
                     return
 
     def report(self, event: str, detail: dict[str, Any]) -> None:
@@ -83,6 +93,8 @@ class Command(BaseCommand):
                 style_func=None,
             )
         elif event == "recovered":
+            if self.resumed is not None:
+                self.resumed.set()
             how = f"replayed {detail['replayed']}" if detail["recovered"] else f"not recovered ({detail['reason']})"
             where = f" at {detail['epoch']}:{detail['offset']}" if detail["epoch"] else ""
             self.stderr.write(f"relay_listen: resumed{where}, {how}", style_func=None)
