@@ -91,6 +91,8 @@ lint: venv
 
 bench: venv
 	REDIS_URL=$(REDIS_URL) $(PY) bench/run.py
+	# Two relay processes on one Redis, then on two Redis shards (servers of the benchmark's own).
+	$(PY) bench/run.py --servers uvicorn --targets relay --modes closed --processes 2 --shards 2
 	REDIS_URL=$(REDIS_URL) $(PY) bench/churn.py
 
 # Not in make bench: each takes minutes (bench/README.md).

@@ -237,3 +237,24 @@ def test_a_drain_sends_every_client_back_with_jittered_delays_and_they_resume(br
     message = page.evaluate(f"() => events.find((e) => e.type === 'message' && e.name === {json.dumps(ids[0])})")
     assert message["payload"] == "sent during the restart"
     page.close()
+
+
+def test_a_page_of_another_port_of_the_same_host_cannot_open_a_socket(browser, make_run, with_redis, uid):
+    """Issue 12, finding 1, as found: a page served from another port of an allowed host (the
+    same site to the browser, so SameSite cookies go along) opened a socket and sent as the victim."""
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{make_run.port}/relay/healthz")  # the other origin: another port
+    victim = uid("victim")
+    outcome = page.evaluate(
+        """(url) => new Promise((resolve) => {
+            const ws = new WebSocket(url, "relay.v1");
+            ws.onopen = () => resolve("open");
+            ws.onclose = (event) => resolve(`closed ${event.code}`);
+        })""",
+        f"ws://127.0.0.1:{with_redis.port}/ws?id={victim}",
+    )
+    assert outcome == "closed 1006"  # the handshake was refused: the page never had a socket
+    refused = with_redis.events("refused", reason="origin")
+    assert any(f"http://127.0.0.1:{make_run.port}" in event.get("detail", "") for event in refused), refused
+    assert not with_redis.events("connect", client=victim)
+    page.close()

@@ -157,6 +157,19 @@ async def test_a_wrong_password_is_503_then_recovers_when_the_acl_is_fixed(start
     assert await wait_for(lambda: server.log_lines("connected again"), timeout=5)
 
 
+async def test_a_refused_select_is_503_with_the_reason_said_once(start_server, private_redis, connect, uid):
+    """A database the Redis does not have (SELECT refused): the link is down, not connected and silent."""
+    store = private_redis(args=("--databases", "2"))
+    server = start_server(name="select-refused", env={"REDIS_URL": f"redis://127.0.0.1:{store.port}/5"})
+    assert await health(server) == 503
+    refused = await wait_for(lambda: server.log_lines("DB index is out of range"))
+    assert refused and len(server.log_lines("redis commands")) == 1  # once, not once a second
+    alice, bob = await connect(server, uid("alice")), await connect(server, uid("bob"))
+    await alice.send_json({"targets": [bob.client_id], "payload": 1, "id": "x"})
+    assert (await alice.recv_json())["error"]["code"] == "unavailable"  # the sender always knows
+    assert "Traceback" not in server.log
+
+
 async def test_a_user_without_channel_permissions_is_503_with_noperm(start_server, acl_redis, uid):
     server = start_server(name="acl-boxed", env={"REDIS_URL": f"redis://boxed:pw@127.0.0.1:{acl_redis.port}/0"})
     assert await wait_for(lambda: server.log_lines("NOPERM"))
