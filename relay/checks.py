@@ -126,19 +126,26 @@ def _positive_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+def network_list_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as a list of addresses or networks (``"10.0.0.0/8"``), or None."""
+    if isinstance(value, str):
+        return "a string, not a list"
+    try:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def check_metrics_access() -> list[CheckMessage]:
     """RELAY_METRICS_ALLOWED_IPS must be addresses or networks; RELAY_METRICS_TOKEN a string."""
     errors: list[CheckMessage] = []
-    allowed = conf.RELAY_METRICS_ALLOWED_IPS
-    try:
-        if isinstance(allowed, str):
-            raise TypeError("a string, not a list")
-        for network in allowed:
-            ipaddress.ip_network(network, strict=False)
-    except (TypeError, ValueError) as exc:
+    problem = network_list_problem(conf.RELAY_METRICS_ALLOWED_IPS)
+    if problem is not None:
         errors.append(
             Error(
-                f"RELAY_METRICS_ALLOWED_IPS is not a list of addresses or networks: {exc}.",
+                f"RELAY_METRICS_ALLOWED_IPS is not a list of addresses or networks: {problem}.",
                 hint='e.g. ["127.0.0.1/32", "10.0.0.0/8"], or [] to require RELAY_METRICS_TOKEN.',
                 id="relay.E017",
             )
@@ -295,16 +302,11 @@ def check_connections() -> list[CheckMessage]:
         )
     if not _positive_int(conf.RELAY_MAX_CONNECTIONS_PER_ID):
         errors.append(Error("RELAY_MAX_CONNECTIONS_PER_ID must be a positive integer, e.g. 20.", id="relay.E026"))
-    proxies = conf.RELAY_TRUSTED_PROXIES
-    try:
-        if isinstance(proxies, str):
-            raise TypeError("a string, not a list")
-        for network in proxies:
-            ipaddress.ip_network(network, strict=False)
-    except (TypeError, ValueError) as exc:
+    problem = network_list_problem(conf.RELAY_TRUSTED_PROXIES)
+    if problem is not None:
         errors.append(
             Error(
-                f"RELAY_TRUSTED_PROXIES is not a list of addresses or networks: {exc}.",
+                f"RELAY_TRUSTED_PROXIES is not a list of addresses or networks: {problem}.",
                 hint='e.g. ["127.0.0.1"] for nginx on this host over TCP, or [] (the default: a proxy on a unix '
                 "socket is trusted anyway).",
                 id="relay.E027",

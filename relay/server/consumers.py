@@ -61,8 +61,8 @@ class RelayConsumer(AsyncConsumer):
         self.client_id: str = identity.client_id
         self.info = Connection(identity.client_id, os.urandom(16).hex(), identity.user, identity.data, scope)
         # The client's choice where RELAY_FRAMINGS allows it; a framing it does not is refused below.
-        self.framings = conf.RELAY_FRAMINGS
-        self.subprotocol = framings.negotiate(scope.get("subprotocols", ()), self.framings)
+        allowed_framings = conf.RELAY_FRAMINGS
+        self.subprotocol = framings.negotiate(scope.get("subprotocols", ()), allowed_framings)
         #: The session that authenticated the connection (session logins): logging out closes it.
         self.session_key = identity.session_key
         self.hub = get_hub()
@@ -97,7 +97,7 @@ class RelayConsumer(AsyncConsumer):
             await self.close(protocol.CLOSE_GOING_AWAY)
             return
         try:
-            framings.check_allowed(self.subprotocol, self.framings)
+            framings.check_allowed(self.subprotocol, allowed_framings)
             resume = requested_resume(scope, self.subprotocol)
         except Refused as refusal:
             await self.refuse_handshake(refusal)

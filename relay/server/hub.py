@@ -411,15 +411,17 @@ class Hub:
             return
         on_reply = FrameOutcome.for_frame(sender, frame)
         for shard, targets in self._targets_by_shard(frame.targets):
-            for target in targets:
-                stored = on_reply.stored(target) if isinstance(on_reply, FrameOutcome) else on_reply
-                if shard.history is None or not shard.commands.connected:
+            history = shard.history  # None only without history settings, never here: for the type
+            if history is None or not shard.commands.connected:  # this shard's targets cannot get it
+                for target in targets:
                     if isinstance(on_reply, FrameOutcome):
                         on_reply.missed(target, NOT_STORED)
                     else:
                         sender.post_error(protocol.UNAVAILABLE, NOT_STORED.format(target=target), frame.ref, target)
-                    continue
-                shard.history.append(target, sender.client_id, frame.payload_json, stored)
+                continue
+            for target in targets:
+                stored = on_reply.stored(target) if isinstance(on_reply, FrameOutcome) else on_reply
+                history.append(target, sender.client_id, frame.payload_json, stored)
 
     def within_budget(self, sender: Connection, frame: protocol.Frame) -> bool:
         """Whether the sender's id may store ``frame`` in its targets' streams now; ``history_limited`` if not.

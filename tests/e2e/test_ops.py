@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
@@ -256,29 +255,9 @@ REDIS_PASSWORD = "e2e-ops-redis-password-0123456789"
 
 
 @pytest.fixture
-def locked_redis(tmp_path):
-    """A redis-server that wants a password the relay does not have (its errors name the server)."""
-    port = free_port()
-    with open(tmp_path / "redis.log", "wb") as log:
-        process = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--requirepass", REDIS_PASSWORD],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "redis.log").read_text()
-            time.sleep(0.05)
-    yield port
-    process.terminate()
-    process.wait(10)
+def locked_redis(private_redis):
+    """A redis-server that wants a password the relay does not have (its errors name the server); its port."""
+    return private_redis(args=("--requirepass", REDIS_PASSWORD), client={"password": REDIS_PASSWORD}).port
 
 
 class HttpReadyServer(Server):

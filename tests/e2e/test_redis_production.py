@@ -50,6 +50,19 @@ async def relays(sender: Client, receiver: Client, payload) -> bool:
     return frame == payload or (isinstance(frame, dict) and frame.get("payload") == payload)
 
 
+async def assert_down_and_said_once(server, reason: str, connect, uid) -> tuple[Client, Client]:
+    """``server``'s Redis refuses it for ``reason``: 503, the reason logged once while the link retries,
+    and a sender hears ``unavailable``. Returns two connected clients."""
+    assert await health(server) == 503
+    assert await wait_for(lambda: server.log_lines(reason))
+    await asyncio.sleep(2.5)  # the link has retried several times meanwhile (resp.RECONNECT_DELAYS)
+    assert len(server.log_lines("redis commands")) == 1, server.log  # once, not once per retry
+    alice, bob = await connect(server, uid("alice")), await connect(server, uid("bob"))
+    await alice.send_json({"targets": [bob.client_id], "payload": 1, "id": "x"})
+    assert (await alice.recv_json())["error"]["code"] == "unavailable"  # the sender always knows
+    return alice, bob
+
+
 # --- TLS ------------------------------------------------------------------------------
 
 
@@ -143,12 +156,7 @@ async def test_an_acl_user_with_the_needed_permissions_relays(start_server, acl_
 async def test_a_wrong_password_is_503_then_recovers_when_the_acl_is_fixed(start_server, acl_redis, connect, uid):
     env = {"REDIS_URL": f"redis://relay:newpass@127.0.0.1:{acl_redis.port}/0"}
     server = start_server(name="acl-wrong", env=env)
-    assert await health(server) == 503
-    refused = await wait_for(lambda: server.log_lines("WRONGPASS"))
-    assert refused and len(server.log_lines("redis commands")) == 1  # once, not once a second
-    alice, bob = await connect(server, uid("alice")), await connect(server, uid("bob"))
-    await alice.send_json({"targets": [bob.client_id], "payload": 1, "id": "x"})
-    assert (await alice.recv_json())["error"]["code"] == "unavailable"  # the sender always knows
+    alice, bob = await assert_down_and_said_once(server, "WRONGPASS", connect, uid)
     with redis.Redis(port=acl_redis.port) as admin:
         admin.execute_command("ACL", "SETUSER", "relay", ">newpass")  # fixed: no restart of the relay
     assert await wait_for(lambda: healthy(server), timeout=20)
@@ -161,12 +169,7 @@ async def test_a_refused_select_is_503_with_the_reason_said_once(start_server, p
     """A database the Redis does not have (SELECT refused): the link is down, not connected and silent."""
     store = private_redis(args=("--databases", "2"))
     server = start_server(name="select-refused", env={"REDIS_URL": f"redis://127.0.0.1:{store.port}/5"})
-    assert await health(server) == 503
-    refused = await wait_for(lambda: server.log_lines("DB index is out of range"))
-    assert refused and len(server.log_lines("redis commands")) == 1  # once, not once a second
-    alice, bob = await connect(server, uid("alice")), await connect(server, uid("bob"))
-    await alice.send_json({"targets": [bob.client_id], "payload": 1, "id": "x"})
-    assert (await alice.recv_json())["error"]["code"] == "unavailable"  # the sender always knows
+    await assert_down_and_said_once(server, "DB index is out of range", connect, uid)
     assert "Traceback" not in server.log
 
 

@@ -38,7 +38,7 @@ async def history(redis_url):
             client.delete(key)
 
 
-async def test_appends_of_one_loop_turn_go_in_one_call_in_order_and_a_resume_reads_what_was_missed(history):
+async def test_appends_get_their_positions_in_order_and_a_resume_reads_what_was_missed(history):
     positions: list = []
     for n in range(7):
         history.append("alice", "bob", f'"m{n}"', positions.append)
